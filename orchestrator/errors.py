@@ -1,0 +1,95 @@
+"""The one root exception of orch and its subclasses.
+
+The CLI turns every ``OrchError`` into one line on stderr and exit code 2;
+the traceback is printed only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class OrchError(Exception):
+    """Root of every error orch reports to its user.
+
+    Args:
+        message: one sentence saying what is wrong, naming the file, node or
+            flag concerned.
+        hint: what the user can do about it (appended after the message).
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if not self.hint:
+            return self.message
+        return f"{self.message.rstrip('.')}. {self.hint}"
+
+
+class InputError(OrchError):
+    """A flag, file or value given by the user is unusable."""
+
+
+class DatasetError(InputError):
+    """A SQuAD data set or vocabulary file is missing or malformed."""
+
+
+class ModelError(InputError):
+    """A model file is missing or does not match the MLPerf BERT interface."""
+
+
+class BackendError(OrchError):
+    """A backend is unknown, not installed, or cannot run as asked."""
+
+
+class ChecksumError(OrchError):
+    """A downloaded or imported file does not have the expected sha256."""
+
+    def __init__(self, message: str, *, path: str, expected: str, actual: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+class RunError(OrchError):
+    """A benchmark run could not be started or completed."""
+
+
+class SubmissionError(OrchError):
+    """A submission tree cannot be assembled from the given runs."""
+
+
+class RemoteError(OrchError):
+    """A command on a remote node failed.
+
+    Attributes carry what is needed to report it: the node, the command,
+    its exit code and the last lines of its stderr.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str,
+        command: str | None = None,
+        returncode: int | None = None,
+        stderr_tail: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.host = host
+        self.command = command
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class BuildError(OrchError):
+    """A Docker image build failed; ``build_log`` holds the tail of its log."""
+
+    def __init__(self, message: str, *, build_log: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.build_log = build_log
