@@ -1,0 +1,104 @@
+"""Ray, embedded on this machine or joined as a driver of a running cluster.
+
+With no address, Ray starts here and ``--nodes N`` becomes N workers, each
+with its share of the CPUs: the whole distributed code path runs on one
+machine. With an address (the driver inside the head container of a
+deployed cluster), one worker is placed on each of N alive Ray nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Mapping
+
+from orchestrator.errors import RunError
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """Where one worker runs."""
+
+    worker: str  # unique worker name
+    node: str  # the node it runs on (several workers may share one)
+    node_id: str | None  # Ray node id to pin to (None: anywhere)
+    num_cpus: float
+    threads: int
+
+
+def start_ray(address: str | None, *, debug: bool = False) -> None:
+    """Start (or connect to) Ray.
+
+    Raises:
+        RunError: Ray could not start or the cluster is unreachable.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise RunError("Ray is not installed", hint="pip install 'orch[cpu]'") from exc
+    level = logging.INFO if debug else logging.ERROR
+    kwargs = dict(logging_level=level, log_to_driver=debug, configure_logging=True)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                **kwargs,
+            )
+    except Exception as exc:  # Ray raises many kinds here; all mean "no cluster"
+        where = f"at {address}" if address else "locally"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(
+            f"Ray failed to start {where}: {first}",
+            hint="check the address (--ray-address) or run with --debug",
+        ) from exc
+
+
+def stop_ray() -> None:
+    """Shut down this process's Ray connection (and the embedded cluster, if ours)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def local_slots(nodes: int, threads: int | None) -> list[Slot]:
+    """N workers on the embedded cluster, each with its share of this machine's CPUs."""
+    cpus = os.cpu_count() or 1
+    share = cpus / nodes
+    per_worker_threads = threads or max(1, cpus // nodes)
+    return [
+        Slot(worker=f"local-{i + 1}", node=f"local-{i + 1}", node_id=None, num_cpus=share, threads=per_worker_threads)
+        for i in range(nodes)
+    ]
+
+
+def cluster_slots(nodes: int, threads: int | None, names: Mapping[str, str] | None = None) -> list[Slot]:
+    """One worker on each of the first N alive nodes of a running Ray cluster.
+
+    Args:
+        nodes: how many nodes to use.
+        threads: threads per worker (default: the node's CPU count).
+        names: node IP -> name (from the inventory); unnamed nodes use their IP.
+
+    Raises:
+        RunError: fewer than ``nodes`` alive nodes.
+    """
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    alive.sort(key=lambda n: (names or {}).get(n["NodeManagerAddress"], n["NodeManagerAddress"]))
+    if len(alive) < nodes:
+        raise RunError(f"--nodes {nodes} asked for, but the Ray cluster has {len(alive)} alive nodes")
+    slots = []
+    for node in alive[:nodes]:
+        ip = node["NodeManagerAddress"]
+        name = (names or {}).get(ip, ip)
+        cpus = float(node.get("Resources", {}).get("CPU", 1.0))
+        slots.append(Slot(worker=name, node=name, node_id=node["NodeID"], num_cpus=cpus, threads=threads or max(1, int(cpus))))
+    return slots

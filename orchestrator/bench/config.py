@@ -1,0 +1,159 @@
+"""What one `orch bench` is asked to do, checked before anything starts, and its user.conf."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from pathlib import Path
+
+from orchestrator.errors import InputError
+from orchestrator.paths import cache_subdir
+
+MODES = ("performance", "accuracy", "submission")
+EXECUTIONS = ("test", "valid")
+SCENARIOS = ("Offline",)
+
+# Test mode: a short run, sized by --count, that is never valid for submission.
+TEST_MIN_DURATION_MS = 1000
+# Default --count in test mode when the data set is larger than this.
+TEST_DEFAULT_COUNT_CAP = 1024
+# The official BERT Offline minimum query size (mlperf.conf, compiled into loadgen).
+OFFICIAL_MIN_QUERY_COUNT = 10833
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run as asked for on the command line."""
+
+    nodes: int = 1
+    backend: str = "onnxruntime"
+    scenario: str = "Offline"
+    mode: str = "performance"
+    execution: str = "test"
+    count: int | None = None
+    model: str = "demo"
+    dataset: Path | None = None
+    vocab: Path | None = None
+    batch_size: int = 8
+    threads: int | None = None
+    chunk_size: int | None = None
+    out: Path | None = None
+    force: bool = False
+    target_qps: float | None = None
+    ray_address: str | None = None
+    command: str = ""
+
+    def check(self) -> None:
+        """Reject unusable values with one line naming the flag.
+
+        Raises:
+            InputError: a flag's value cannot be used.
+        """
+        if self.nodes < 1:
+            raise InputError(f"--nodes must be at least 1 (got {self.nodes})")
+        if self.scenario not in SCENARIOS:
+            raise InputError(f"--scenario {self.scenario!r} is not supported yet", hint="use --scenario Offline")
+        if self.mode not in MODES:
+            raise InputError(f"--mode {self.mode!r} is unknown", hint=f"choose one of: {', '.join(MODES)}")
+        if self.execution not in EXECUTIONS:
+            raise InputError(f"--execution {self.execution!r} is unknown", hint="choose test or valid")
+        if self.count is not None and self.count < 1:
+            raise InputError(f"--count must be at least 1 (got {self.count})")
+        if self.count is not None and self.execution == "valid":
+            raise InputError("--count is for --execution test", hint="a valid run uses the whole data set")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be at least 1 (got {self.threads})")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise InputError(f"--chunk-size must be at least 1 (got {self.chunk_size})")
+        if self.target_qps is not None and self.target_qps <= 0:
+            raise InputError(f"--target-qps must be positive (got {self.target_qps})")
+
+    def sample_count(self, available: int, *, dataset: Path) -> int:
+        """How many QSL samples this run uses, given the data set's feature count.
+
+        Raises:
+            InputError: --count is larger than the data set.
+        """
+        if self.execution == "valid":
+            return available
+        if self.count is None:
+            return min(available, TEST_DEFAULT_COUNT_CAP)
+        if self.count > available:
+            raise InputError(
+                f"--count {self.count} is larger than the data set {dataset} ({available} samples)",
+                hint=f"use --count {available} or less",
+            )
+        return self.count
+
+    def effective_chunk_size(self) -> int:
+        """Samples per dispatched chunk: a few batches, so chunks amortise the Ray round trip."""
+        return self.chunk_size or self.batch_size * 4
+
+
+def user_conf(*, execution: str, count: int, target_qps: float) -> str:
+    """The user.conf text for a run (model key ``bert``: loadgen's own name for it).
+
+    Valid mode only sets target_qps, so every official rule compiled into
+    loadgen applies untouched. Test mode shrinks the run to ``count`` samples
+    and a short minimum duration, and says so in the file.
+    """
+    lines = ["# user.conf written by orch"]
+    if execution == "test":
+        lines += [
+            "# TEST MODE: a short run on a subset; NOT valid for an MLPerf submission.",
+            f"bert.Offline.target_qps = {_fmt(target_qps)}",
+            f"bert.Offline.min_duration = {TEST_MIN_DURATION_MS}",
+            f"bert.Offline.min_query_count = {count}",
+            f"bert.Offline.performance_sample_count_override = {count}",
+        ]
+    else:
+        lines.append(f"bert.Offline.target_qps = {_fmt(target_qps)}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def test_target_qps(count: int) -> float:
+    """A target_qps for test mode that keeps the Offline query at ``count`` samples.
+
+    Loadgen sends max(min_query_count, 1.1 x min_duration x target_qps)
+    samples; this keeps the second term under ``count``.
+    """
+    return max(1.0, count / (1.1 * TEST_MIN_DURATION_MS / 1000.0) * 0.99)
+
+
+# --- target_qps calibration, stored per system -------------------------------------
+
+
+def calibration_key(system: str, backend: str, model: str, nodes: int, batch_size: int) -> str:
+    """The name under which a measured throughput is stored."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in system)
+    return f"{safe}__{backend}__{model}__{nodes}n__b{batch_size}"
+
+
+def local_system_name() -> str:
+    """The system name of the embedded local cluster."""
+    return socket.gethostname()
+
+
+def load_calibration(key: str) -> float | None:
+    """The stored samples/s for ``key``, or None."""
+    path = cache_subdir("calibration") / f"{key}.json"
+    try:
+        return float(json.loads(path.read_text())["samples_per_second"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store_calibration(key: str, samples_per_second: float, *, samples: int) -> Path:
+    """Remember a measured throughput so the next valid run sizes its query right."""
+    path = cache_subdir("calibration") / f"{key}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"samples_per_second": samples_per_second, "samples": samples}, indent=2))
+    tmp.replace(path)
+    return path

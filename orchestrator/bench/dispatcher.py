@@ -1,0 +1,230 @@
+"""Pull dispatcher: the Offline query cut into chunks that workers pull.
+
+Plain logic over an ``Executor`` so it can be tested with fake workers; the
+Ray executor lives in ``orchestrator.bench.workers``.
+
+Contract:
+- every chunk carries the loadgen query ids of its samples (answers are
+  never matched by position or arrival order);
+- each live worker keeps ``in_flight`` chunks queued, and pulls the next one
+  when one finishes, so faster workers do more chunks;
+- results are handled in completion order;
+- a worker that dies gives its unfinished chunks back to the queue; the run
+  finishes with every chunk completed exactly once, or fails when no worker
+  is left.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from typing import Any, Callable, Hashable, Protocol, Sequence
+
+import numpy as np
+
+from orchestrator.errors import RunError
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """A slice of the Offline query: loadgen query ids and their sample indices."""
+
+    chunk_id: int
+    query_ids: tuple[int, ...]
+    sample_indices: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.sample_indices)
+
+
+@dataclasses.dataclass
+class ChunkResult:
+    """What a worker returns for one chunk.
+
+    Attributes:
+        chunk_id: the chunk answered.
+        payload: per-sample answers in the chunk's sample order (logits in
+            accuracy mode, a small summary in performance mode).
+        seconds: time the worker spent computing.
+    """
+
+    chunk_id: int
+    payload: Any
+    seconds: float
+
+
+class WorkerLost(Exception):
+    """Raised by ``Executor.result`` when the worker died before answering."""
+
+
+class Executor(Protocol):
+    """How the dispatcher talks to workers (Ray in production, fakes in tests)."""
+
+    def submit(self, worker: str, chunk: Chunk) -> Hashable:
+        """Queue ``chunk`` on ``worker``; returns a handle to wait on."""
+
+    def wait(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
+        """Handles that are ready (finished or failed), at least one unless timed out."""
+
+    def result(self, handle: Hashable) -> ChunkResult:
+        """The chunk's result; raises ``WorkerLost`` if its worker died."""
+
+
+@dataclasses.dataclass
+class WorkerStats:
+    """Per-worker bookkeeping for the summary."""
+
+    name: str
+    samples: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    alive: bool = True
+    lost_reason: str | None = None
+
+
+@dataclasses.dataclass
+class DispatchReport:
+    """What happened during one dispatch."""
+
+    workers: dict[str, WorkerStats]
+    lost_workers: list[str]
+    rerun_samples: int
+    wall_seconds: float
+
+
+def make_chunks(
+    query_ids: Sequence[int], sample_indices: Sequence[int], lengths: np.ndarray, chunk_size: int
+) -> list[Chunk]:
+    """Sort the query's samples by real length (longest first) and cut them into chunks.
+
+    Longest first keeps each chunk's sequences alike (so padding removal
+    pays off) and leaves the short, cheap chunks for the end of the run,
+    where they even out the finishing times of the workers.
+
+    Args:
+        query_ids: loadgen ids, one per issued sample.
+        sample_indices: the QSL index of each issued sample (same order).
+        lengths: real length of every QSL sample, indexed by sample index.
+        chunk_size: samples per chunk (>= 1).
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    if len(query_ids) != len(sample_indices):
+        raise ValueError("query_ids and sample_indices differ in length")
+    ids = np.asarray(query_ids, dtype=np.uint64)
+    idx = np.asarray(sample_indices, dtype=np.int64)
+    # Stable sort on -length keeps loadgen's order among equal lengths.
+    order = np.argsort(-lengths[idx], kind="stable")
+    chunks = []
+    for chunk_id, start in enumerate(range(0, len(order), chunk_size)):
+        part = order[start : start + chunk_size]
+        chunks.append(
+            Chunk(chunk_id, tuple(int(q) for q in ids[part]), tuple(int(s) for s in idx[part]))
+        )
+    return chunks
+
+
+class Dispatcher:
+    """Runs chunks on workers with a pull model; see the module docstring.
+
+    Args:
+        executor: submits chunks to workers and reports their completion.
+        workers: names of the workers available at the start.
+        on_complete: called once per chunk, in completion order, from the
+            thread that calls ``run`` (loadgen completions must come from one
+            long-lived thread: call ``run`` from such a thread).
+        on_worker_lost: called with (worker, reason, requeued_chunks).
+        in_flight: chunks kept queued per worker (>= 1; 2 hides the gap
+            between one chunk's end and the next one's arrival).
+        poll_seconds: how long one wait may block.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        workers: Sequence[str],
+        *,
+        on_complete: Callable[[Chunk, ChunkResult, str], None],
+        on_worker_lost: Callable[[str, str, list[Chunk]], None] | None = None,
+        in_flight: int = 2,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        if not workers:
+            raise RunError("no worker to run the query on")
+        if in_flight < 1:
+            raise ValueError("in_flight must be >= 1")
+        self._executor = executor
+        self._stats = {name: WorkerStats(name) for name in workers}
+        self._on_complete = on_complete
+        self._on_worker_lost = on_worker_lost
+        self._in_flight = in_flight
+        self._poll = poll_seconds
+
+    def run(self, chunks: Sequence[Chunk]) -> DispatchReport:
+        """Run every chunk exactly once; returns the per-worker report.
+
+        Raises:
+            RunError: every worker was lost before the chunks were done.
+        """
+        started = time.perf_counter()
+        queue = collections.deque(chunks)
+        pending: dict[Hashable, tuple[str, Chunk]] = {}
+        done: set[int] = set()
+        lost: list[str] = []
+        rerun = 0
+
+        def fill() -> None:
+            # Round-robin so that at the start every worker gets work.
+            while queue:
+                progressed = False
+                for name, stats in self._stats.items():
+                    if not queue:
+                        break
+                    busy = sum(1 for w, _ in pending.values() if w == name)
+                    if stats.alive and busy < self._in_flight:
+                        chunk = queue.popleft()
+                        pending[self._executor.submit(name, chunk)] = (name, chunk)
+                        progressed = True
+                if not progressed:
+                    return
+
+        fill()
+        while pending:
+            ready = self._executor.wait(list(pending), self._poll)
+            for handle in ready:
+                name, chunk = pending.pop(handle)
+                stats = self._stats[name]
+                try:
+                    result = self._executor.result(handle)
+                except WorkerLost as exc:
+                    rerun += len(chunk)
+                    queue.appendleft(chunk)
+                    if stats.alive:
+                        stats.alive = False
+                        stats.lost_reason = str(exc) or "worker died"
+                        lost.append(name)
+                    if self._on_worker_lost:
+                        self._on_worker_lost(name, stats.lost_reason or "", [chunk])
+                    continue
+                if result.chunk_id != chunk.chunk_id or chunk.chunk_id in done:
+                    raise RunError(
+                        f"worker {name} answered chunk {result.chunk_id} for chunk {chunk.chunk_id}"
+                    )
+                done.add(chunk.chunk_id)
+                stats.samples += len(chunk)
+                stats.chunks += 1
+                stats.seconds += result.seconds
+                self._on_complete(chunk, result, name)
+            if queue and not any(s.alive for s in self._stats.values()):
+                raise RunError(
+                    f"every worker was lost ({', '.join(lost)}); "
+                    f"{sum(len(c) for c in queue)} samples were left unanswered"
+                )
+            fill()
+        return DispatchReport(
+            workers=dict(self._stats),
+            lost_workers=lost,
+            rerun_samples=rerun,
+            wall_seconds=time.perf_counter() - started,
+        )

@@ -1,0 +1,356 @@
+"""One `orch bench`: resolve inputs, start Ray and the workers, run loadgen, write the run directory.
+
+A run directory is built under a temporary name and renamed into place
+only when the run succeeded, with ``run.json`` written last; a failed run
+leaves ``<out>.failed-<time>`` (no run.json) and never a directory that
+looks complete. An existing run directory is replaced only with --force.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator import __version__
+from orchestrator.bench import cluster, config as cfg
+from orchestrator.bench.dispatcher import Dispatcher
+from orchestrator.bench.harness import read_summary, run_loadgen
+from orchestrator.bench.view import Progress
+from orchestrator.errors import InputError, RunError
+
+RUN_FILE = "run.json"
+
+
+@dataclasses.dataclass
+class Inputs:
+    """Model, vocab and data set actually used, with the QSL's lengths."""
+
+    model_name: str
+    model_path: Path
+    vocab_path: Path
+    dataset_path: Path
+    model_note: str | None
+    lengths: Any  # np.ndarray, real length per sample
+    total: int
+
+
+def resolve_inputs(conf: cfg.BenchConfig) -> Inputs:
+    """Find the model, vocab and data set, and build (or load cached) features."""
+    from orchestrator.models.resolve import resolve_model
+    from orchestrator.squad.library import load_features
+
+    choice = resolve_model(conf.model, vocab=conf.vocab, dataset=conf.dataset)
+    features = load_features(choice.dataset_path, choice.vocab_path)
+    note = None
+    if choice.is_demo:
+        from orchestrator.models.demo import DEMO_NOTE
+
+        note = DEMO_NOTE
+    return Inputs(
+        model_name=choice.name,
+        model_path=choice.path,
+        vocab_path=choice.vocab_path,
+        dataset_path=choice.dataset_path,
+        model_note=note,
+        lengths=features.lengths,
+        total=len(features),
+    )
+
+
+def default_out(mode: str) -> Path:
+    """``./orch-runs/<time>-<mode>``, a new directory each time."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("orch-runs") / f"{stamp}-{mode}"
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an output directory that holds an earlier run, unless forced.
+
+    Raises:
+        InputError: ``out`` exists and is not empty, and ``force`` is false.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise InputError(
+            f"--out {out} already holds an earlier run",
+            hint="choose another --out, or add --force to replace it",
+        )
+
+
+class Session:
+    """Ray and the workers, kept up across the runs of one `orch bench`."""
+
+    def __init__(self, conf: cfg.BenchConfig, inputs: Inputs, *, debug: bool = False) -> None:
+        self.conf = conf
+        self.inputs = inputs
+        self.debug = debug
+        self.actors: dict[str, Any] = {}
+        self.infos: dict[str, dict[str, Any]] = {}
+        self.slots: list[cluster.Slot] = []
+
+    def __enter__(self) -> "Session":
+        from orchestrator.bench.workers import WorkerSpec, start_workers
+
+        cluster.start_ray(self.conf.ray_address, debug=self.debug)
+        try:
+            if self.conf.ray_address:
+                self.slots = cluster.cluster_slots(self.conf.nodes, self.conf.threads)
+            else:
+                self.slots = cluster.local_slots(self.conf.nodes, self.conf.threads)
+            kill = _kill_hook()
+            specs = [
+                WorkerSpec(
+                    name=s.worker,
+                    node=s.node,
+                    backend=self.conf.backend,
+                    model_path=str(self.inputs.model_path),
+                    dataset_path=str(self.inputs.dataset_path),
+                    vocab_path=str(self.inputs.vocab_path),
+                    threads=s.threads,
+                    batch_size=self.conf.batch_size,
+                    num_cpus=s.num_cpus,
+                    node_id=s.node_id,
+                    kill_after_chunks=kill.get(s.worker),
+                )
+                for s in self.slots
+            ]
+            self.actors = start_workers(specs)
+            self._wait_ready()
+        except BaseException:
+            cluster.stop_ray()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        import ray
+
+        refs = {name: actor.info.remote() for name, actor in self.actors.items()}
+        for name, ref in refs.items():
+            try:
+                self.infos[name] = ray.get(ref, timeout=600)
+            except Exception as exc:
+                cause = exc
+                # Ray wraps the worker's own error; show the innermost message.
+                while getattr(cause, "cause", None) is not None:
+                    cause = cause.cause
+                text = str(cause).strip().splitlines()
+                raise RunError(f"worker {name} failed to start: {text[-1] if text else type(cause).__name__}") from exc
+            if self.infos[name]["samples_available"] != self.inputs.total:
+                raise RunError(
+                    f"worker {name} sees {self.infos[name]['samples_available']} samples, "
+                    f"the driver {self.inputs.total}: the nodes' data differ"
+                )
+
+    def __exit__(self, *exc: object) -> None:
+        cluster.stop_ray()
+
+    def run(self, mode: str, out: Path, *, live: Callable[[Progress], Any] | None = None) -> dict[str, Any]:
+        """One loadgen run in ``mode`` written to ``out``; returns the run.json content."""
+        from orchestrator.bench.workers import RayExecutor
+
+        conf = self.conf
+        count = conf.sample_count(self.inputs.total, dataset=self.inputs.dataset_path)
+        target_qps = self._target_qps(count)
+        out = out.resolve()
+        check_out(out, conf.force)
+        tmp = out.parent / f".{out.name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        started_at = _now()
+        conf_path = tmp / "user.conf"
+        conf_path.write_text(cfg.user_conf(execution=conf.execution, count=count, target_qps=target_qps))
+
+        progress = Progress(count, [(s.worker, s.node) for s in self.slots], f"{mode} ({conf.execution} mode)")
+        lost: list[dict[str, Any]] = []
+        executor = RayExecutor(self.actors, return_logits=(mode == "accuracy"))
+
+        def dispatch(chunks, on_complete):
+            def done(chunk, answer, worker):
+                on_complete(chunk, answer, worker)
+                progress.chunk_done(worker, len(chunk), answer.seconds)
+
+            def lost_worker(worker, reason, requeued):
+                progress.worker_lost(worker)
+
+            return Dispatcher(
+                executor, list(self.actors), on_complete=done, on_worker_lost=lost_worker
+            ).run(chunks)
+
+        stop_view = live(progress) if live else None
+        try:
+            outcome = run_loadgen(
+                run_dir=tmp,
+                user_conf=conf_path,
+                mode=mode,
+                sample_count=count,
+                lengths=self.inputs.lengths[:count],
+                chunk_size=conf.effective_chunk_size(),
+                dispatch=dispatch,
+            )
+        finally:
+            if stop_view:
+                stop_view()
+        if outcome.error is not None:
+            failed = _mark_failed(tmp, out)
+            err = outcome.error
+            msg = err.message if isinstance(err, RunError) else f"{type(err).__name__}: {err}"
+            raise RunError(f"the {mode} run failed: {msg}", hint=f"its logs are in {failed}") from err
+        report = outcome.report
+        summary = read_summary(tmp)
+        for name in report.lost_workers:
+            lost.append({"name": name, "node": self.infos[name]["node"], "reason": report.workers[name].lost_reason})
+
+        result: dict[str, Any] = {
+            "orch_version": __version__,
+            "command": conf.command,
+            "scenario": conf.scenario,
+            "mode": mode,
+            "execution": conf.execution,
+            "backend": conf.backend,
+            "model": self.inputs.model_name,
+            "model_note": self.inputs.model_note,
+            "model_path": str(self.inputs.model_path),
+            "vocab_path": str(self.inputs.vocab_path),
+            "dataset_path": str(self.inputs.dataset_path),
+            "total_sample_count": self.inputs.total,
+            "count": count,
+            "target_qps": target_qps,
+            "samples_per_second": summary.samples_per_second,
+            "samples_per_second_source": "loadgen" if summary.samples_per_second is not None else None,
+            "result_valid": summary.result_valid if mode == "performance" else None,
+            "invalid_reasons": summary.invalid_reasons,
+            "loadgen_errors": summary.errors,
+            "exact_match": None,
+            "f1": None,
+            "nodes": len({s.node for s in self.slots}),
+            "per_node": self._per_node(report),
+            "lost_actors": lost,
+            "rerun_samples": report.rerun_samples,
+            "issued_samples": outcome.issued,
+            "dispatch_seconds": report.wall_seconds,
+            "started_at": started_at,
+            "finished_at": None,
+            "complete": True,
+        }
+        if mode == "accuracy":
+            result.update(self._score(tmp))
+            if result["samples_per_second"] is None and report.wall_seconds > 0:
+                result["samples_per_second"] = count / report.wall_seconds
+                result["samples_per_second_source"] = "orch (accuracy run, wall clock of the dispatch)"
+        elif summary.samples_per_second and conf.execution == "test":
+            cfg.store_calibration(self._calibration_key(), summary.samples_per_second, samples=count)
+        result["finished_at"] = _now()
+        # run.json last: its presence marks a complete run.
+        (tmp / RUN_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)
+        result["run_dir"] = str(out)
+        return result
+
+    def _score(self, run_dir: Path) -> dict[str, Any]:
+        from orchestrator.squad.accuracy import score_accuracy_log, write_accuracy_txt
+        from orchestrator.squad.library import load_features
+
+        log = run_dir / "mlperf_log_accuracy.json"
+        features = load_features(self.inputs.dataset_path, self.inputs.vocab_path)
+        score = score_accuracy_log(log, features)
+        digest = hashlib.sha256(log.read_bytes()).hexdigest()
+        write_accuracy_txt(run_dir / "accuracy.txt", score, log_sha256=digest)
+        return {
+            "exact_match": score.exact_match,
+            "f1": score.f1,
+            "accuracy_examples_scored": score.examples_scored,
+            "accuracy_examples_total": score.examples_total,
+            "accuracy_log_sha256": digest,
+        }
+
+    def _per_node(self, report) -> list[dict[str, Any]]:
+        nodes: dict[str, dict[str, Any]] = {}
+        for name, stats in report.workers.items():
+            info = self.infos[name]
+            row = nodes.setdefault(
+                info["node"],
+                {
+                    "name": info["node"],
+                    "node_ip": info["node_ip"],
+                    "backend": info["backend"],
+                    "workers": [],
+                    "samples": 0,
+                    "seconds": 0.0,
+                    "device": info["device"],
+                    "facts": info["facts"],
+                },
+            )
+            row["workers"].append(name)
+            row["samples"] += stats.samples
+            row["seconds"] += stats.seconds
+        return list(nodes.values())
+
+    def _calibration_key(self) -> str:
+        system = self.conf.ray_address or cfg.local_system_name()
+        return cfg.calibration_key(system, self.conf.backend, self.inputs.model_name, self.conf.nodes, self.conf.batch_size)
+
+    def _target_qps(self, count: int) -> float:
+        if self.conf.target_qps:
+            return self.conf.target_qps
+        if self.conf.execution == "test":
+            return cfg.test_target_qps(count)
+        stored = cfg.load_calibration(self._calibration_key())
+        if stored is None:
+            raise InputError(
+                "a valid run needs a target QPS: none was given and none was measured for this system",
+                hint="pass --target-qps X, or first run `orch bench --execution test` with the same "
+                "--nodes/--backend/--model/--batch-size to measure it",
+            )
+        return stored
+
+
+def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[str, Any]:
+    """Run `orch bench` as configured; returns the summary (run.json content + run_dir).
+
+    In submission mode, runs accuracy then performance into ``<out>/accuracy``
+    and ``<out>/performance`` and assembles the submission in ``<out>/submission``
+    (see ``orchestrator.submission``); the summary then has ``runs`` and ``submission``.
+    """
+    conf.check()
+    inputs = resolve_inputs(conf)
+    out = (conf.out or default_out(conf.mode)).resolve()
+    check_out(out, conf.force)
+    conf.sample_count(inputs.total, dataset=inputs.dataset_path)  # fail on --count before Ray starts
+    with Session(conf, inputs, debug=debug) as session:
+        if conf.mode != "submission":
+            return session.run(conf.mode, out, live=live)
+        if out.exists() and conf.force:
+            shutil.rmtree(out)
+        accuracy = session.run("accuracy", out / "accuracy", live=live)
+        performance = session.run("performance", out / "performance", live=live)
+    return {"mode": "submission", "runs": [accuracy, performance], "out": str(out)}
+
+
+def _kill_hook() -> dict[str, int]:
+    """Test hook ORCH_TEST_KILL_WORKER="worker:chunks[,worker:chunks]": that worker dies after N chunks."""
+    import os
+
+    spec = os.environ.get("ORCH_TEST_KILL_WORKER", "")
+    hooks = {}
+    for part in filter(None, spec.split(",")):
+        name, _, after = part.partition(":")
+        hooks[name] = int(after or 0)
+    return hooks
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _mark_failed(tmp: Path, out: Path) -> Path:
+    failed = out.parent / f"{out.name}.failed-{int(time.time())}"
+    tmp.rename(failed)
+    return failed

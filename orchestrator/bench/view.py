@@ -1,0 +1,83 @@
+"""What the user sees during and after a run: a rich live view and a results table."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+
+class Progress:
+    """Thread-safe counters the dispatcher updates and the live view reads."""
+
+    def __init__(self, total: int, workers: list[tuple[str, str]], title: str) -> None:
+        self.total = total
+        self.title = title
+        self._lock = threading.Lock()
+        self._start = time.perf_counter()
+        self._done = 0
+        self._per_worker: dict[str, dict[str, Any]] = {
+            name: {"node": node, "samples": 0, "seconds": 0.0, "lost": False} for name, node in workers
+        }
+
+    def chunk_done(self, worker: str, samples: int, seconds: float) -> None:
+        with self._lock:
+            self._done += samples
+            row = self._per_worker[worker]
+            row["samples"] += samples
+            row["seconds"] += seconds
+
+    def worker_lost(self, worker: str) -> None:
+        with self._lock:
+            self._per_worker[worker]["lost"] = True
+
+    def __rich__(self) -> Group:
+        with self._lock:
+            elapsed = time.perf_counter() - self._start
+            done = self._done
+            rows = {k: dict(v) for k, v in self._per_worker.items()}
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else None
+        head = Text(
+            f"{self.title}: {done}/{self.total} samples, {rate:.1f} samples/s overall, "
+            f"ETA {'-' if eta is None else f'{eta:.0f} s'}, elapsed {elapsed:.0f} s"
+        )
+        table = Table(show_header=True, header_style="bold", box=None)
+        for col in ("worker", "node", "samples", "samples/s", "state"):
+            table.add_column(col)
+        for name, row in rows.items():
+            sps = row["samples"] / row["seconds"] if row["seconds"] > 0 else 0.0
+            table.add_row(name, row["node"], str(row["samples"]), f"{sps:.1f}", "LOST" if row["lost"] else "ok")
+        return Group(head, table)
+
+
+def results_table(summary: dict[str, Any]) -> Table:
+    """The table printed after a run (``summary`` is the run.json content)."""
+    table = Table(title=f"orch bench: {summary['mode']} run, {summary['execution']} mode", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    sps = summary.get("samples_per_second")
+    table.add_row("samples/s", "-" if sps is None else f"{sps:.2f} ({summary.get('samples_per_second_source')})")
+    valid = summary.get("result_valid")
+    verdict = "VALID" if valid else ("INVALID" if valid is False else "n/a (accuracy run)")
+    if summary.get("invalid_reasons"):
+        verdict += " (" + "; ".join(summary["invalid_reasons"]) + ")"
+    table.add_row("loadgen result", verdict)
+    if summary["execution"] == "test":
+        table.add_row("note", "TEST MODE: not valid for an MLPerf submission")
+    if summary.get("f1") is not None:
+        table.add_row("accuracy", f"exact_match {summary['exact_match']:.3f}, f1 {summary['f1']:.3f}")
+    if summary.get("model_note"):
+        table.add_row("model", summary["model_note"])
+    table.add_row("backend / model", f"{summary['backend']} / {summary['model']}")
+    for node in summary["per_node"]:
+        rate = node["samples"] / node["seconds"] if node["seconds"] else 0.0
+        table.add_row(f"node {node['name']}", f"{node['samples']} samples, {node['seconds']:.1f} s busy, {rate:.1f} samples/s")
+    if summary.get("lost_actors"):
+        table.add_row("lost", f"{', '.join(a['name'] for a in summary['lost_actors'])}; {summary['rerun_samples']} samples re-run")
+    table.add_row("run directory", summary["run_dir"])
+    return table

@@ -1,0 +1,92 @@
+"""`orch bench`: one MLPerf loadgen SUT, the Offline query sharded over Ray workers."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from orchestrator.cli import app, state
+
+
+@app.command()
+def bench(
+    nodes: int = typer.Option(1, "--nodes", help="Nodes (workers on the embedded local cluster) to run on."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime | onnxruntime-cuda | deepsparse."),
+    scenario: str = typer.Option("Offline", "--scenario", help="MLPerf scenario (Offline)."),
+    mode: str = typer.Option("performance", "--mode", help="performance | accuracy | submission (accuracy then performance, then the submission tree)."),
+    execution: str = typer.Option("test", "--execution", help="test (short, --count samples, never valid) | valid (official rules: 600 s, 10,833 samples)."),
+    count: Optional[int] = typer.Option(None, "--count", help="Samples in test mode (default: the whole data set, at most 1024)."),
+    model: str = typer.Option("demo", "--model", help="demo | bert-large | bert-large-int8 | PATH to an ONNX file."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="SQuAD v1.1 JSON (default: the model's)."),
+    vocab: Optional[Path] = typer.Option(None, "--vocab", help="BERT vocab.txt (default: the model's)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Inference threads per worker (default: its share of the CPUs)."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Samples per dispatched chunk (default: 4 batches)."),
+    target_qps: Optional[float] = typer.Option(None, "--target-qps", help="Expected samples/s (default: measured by the last test run on this system)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: ./orch-runs/<time>-<mode>)."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join a running Ray cluster instead of starting one here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Ray's logs."),
+) -> None:
+    """Run MLPerf BERT-99 Offline: one loadgen SUT, the query sharded over Ray workers."""
+    from orchestrator.bench.config import BenchConfig
+    from orchestrator.bench.runner import run_bench
+    from orchestrator.bench.view import results_table
+
+    conf = BenchConfig(
+        nodes=nodes,
+        backend=backend,
+        scenario=scenario,
+        mode=mode,
+        execution=execution,
+        count=count,
+        model=model,
+        dataset=dataset.expanduser().resolve() if dataset else None,
+        vocab=vocab.expanduser().resolve() if vocab else None,
+        batch_size=batch_size,
+        threads=threads,
+        chunk_size=chunk_size,
+        target_qps=target_qps,
+        out=out,
+        force=force,
+        ray_address=ray_address,
+        command=shlex.join(["orch", *sys.argv[1:]]),
+    )
+    err = Console(stderr=True)
+    if execution == "test" and not as_json:
+        err.print("[bold yellow]TEST MODE[/]: a short run; its result is NOT valid for an MLPerf submission.")
+
+    def live(progress):
+        from rich.live import Live
+
+        view = Live(progress, console=err, refresh_per_second=4, transient=as_json)
+        view.start()
+        return view.stop
+
+    summary = run_bench(conf, debug=state.debug or debug, live=live)
+    if as_json:
+        print(json.dumps(_json_view(summary), indent=2))
+        return
+    console = Console()
+    for run in summary.get("runs", [summary]):
+        console.print(results_table(run))
+
+
+def _json_view(summary: dict) -> dict:
+    """The --json object: run.json minus the bulky per-node facts."""
+
+    def slim(run: dict) -> dict:
+        view = dict(run)
+        view["per_node"] = [{k: v for k, v in node.items() if k != "facts"} for node in run["per_node"]]
+        return view
+
+    if "runs" in summary:
+        return {**summary, "runs": [slim(r) for r in summary["runs"]]}
+    return slim(summary)
