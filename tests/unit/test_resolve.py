@@ -1,0 +1,142 @@
+"""--model resolution: demo, fetched MLPerf models, a path; clear errors when files are missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import DatasetError, ModelError, OrchError
+from orchestrator.models import demo
+from orchestrator.models.resolve import ModelChoice, resolve_model
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fake fetch cache: artifact_path(name) -> tmp/<name>/file; returns a helper to create files."""
+    import orchestrator.fetch
+
+    root = tmp_path / "cache"
+    monkeypatch.setattr(orchestrator.fetch, "artifact_path", lambda name, cache_dir=None, **_: root / name / "file")
+
+    def put(*names):
+        for name in names:
+            (root / name).mkdir(parents=True, exist_ok=True)
+            (root / name / "file").write_text("x")
+        return root
+
+    return put
+
+
+@pytest.fixture
+def fake_demo(tmp_path, monkeypatch):
+    """The demo files without building the 90 MB model (built and tested in the integration tier)."""
+    model = tmp_path / "demo.onnx"
+    model.write_bytes(b"onnx")
+    dataset = tmp_path / "demo_squad.json"
+    dataset.write_text("{}")
+    monkeypatch.setattr(demo, "demo_model_path", lambda cache_dir=None: model)
+    monkeypatch.setattr(demo, "demo_dataset_path", lambda: dataset)
+    return model, dataset
+
+
+def test_demo(fake_demo):
+    model, dataset = fake_demo
+    choice = resolve_model("demo")
+    assert choice == ModelChoice("demo", model, demo.demo_vocab_path(), dataset, True)
+    assert choice.vocab_path.name == "vocab.txt" and choice.vocab_path.is_absolute()
+
+
+def test_demo_with_own_dataset_and_vocab(fake_demo, tmp_path):
+    data = tmp_path / "mine.json"
+    data.write_text("{}")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\n")
+    choice = resolve_model("demo", dataset=data, vocab=vocab)
+    assert choice.dataset_path == data.resolve() and choice.vocab_path == vocab.resolve() and choice.is_demo
+
+
+def test_demo_dataset_missing(fake_demo):
+    fake_demo[1].unlink()
+    with pytest.raises(DatasetError, match="demo data set .*demo_squad.json is missing"):
+        resolve_model("demo")
+
+
+def test_demo_dataset_path_is_in_the_package():
+    import orchestrator
+
+    assert demo.demo_dataset_path() == Path(orchestrator.__file__).resolve().parent / "data" / "demo_squad.json"
+
+
+@pytest.mark.parametrize("name", ["bert-large", "bert-large-int8"])
+def test_fetched_model(cache, name):
+    root = cache(name, "vocab", "squad-dev")
+    choice = resolve_model(name)
+    assert choice == ModelChoice(name, root / name / "file", root / "vocab" / "file", root / "squad-dev" / "file", False)
+
+
+@pytest.mark.parametrize("name", ["bert-large", "bert-large-int8"])
+def test_fetched_model_missing_says_fetch(cache, name):
+    cache("vocab", "squad-dev")
+    with pytest.raises(ModelError, match=rf"run: orch fetch {name}$"):
+        resolve_model(name)
+
+
+def test_fetched_vocab_missing_says_fetch(cache):
+    cache("bert-large", "squad-dev")
+    with pytest.raises(DatasetError, match=r"vocab.*run: orch fetch vocab$"):
+        resolve_model("bert-large")
+
+
+def test_path_with_given_vocab_and_dataset(tmp_path, cache):
+    cache()  # nothing fetched: the given files must be used
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    vocab, data = tmp_path / "v.txt", tmp_path / "d.json"
+    vocab.write_text("v")
+    data.write_text("{}")
+    choice = resolve_model(str(model), vocab=vocab, dataset=data)
+    assert choice == ModelChoice("m", model.resolve(), vocab.resolve(), data.resolve(), False)
+
+
+def test_path_defaults_to_fetched_vocab_and_dataset(tmp_path, cache):
+    root = cache("vocab", "squad-dev")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    choice = resolve_model(str(model))
+    assert choice.vocab_path == root / "vocab" / "file" and choice.dataset_path == root / "squad-dev" / "file"
+
+
+def test_path_without_fetched_dataset(tmp_path, cache):
+    cache("vocab")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(DatasetError, match="orch fetch squad-dev"):
+        resolve_model(str(model))
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("nothere.onnx", "no such file, and not one of demo, bert-large, bert-large-int8"), ("bert-larg", "no such file")],
+)
+def test_unknown_spec(spec, message, cache):
+    with pytest.raises(ModelError, match=message):
+        resolve_model(spec)
+
+
+def test_not_onnx(tmp_path, cache):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"model\.pt is not an \.onnx file"):
+        resolve_model(str(path))
+
+
+def test_given_vocab_missing(tmp_path, fake_demo):
+    with pytest.raises(DatasetError, match=r"--vocab .*nope\.txt does not exist"):
+        resolve_model("demo", vocab=tmp_path / "nope.txt")
+
+
+def test_errors_are_one_line(cache):
+    with pytest.raises(OrchError) as info:
+        resolve_model("bert-large")
+    assert "\n" not in str(info.value)
