@@ -1,0 +1,207 @@
+"""ParamikoTransport against one real sshd on 127.0.0.1 (root and openssh-server needed)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import RemoteError
+from orchestrator.ssh import ParamikoTransport, SshTarget, remote_cmd
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A private sshd on a free port: its own host key, one authorized client key."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run sshd")
+    if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
+        pytest.skip("openssh-server is not installed (apt-get install -y openssh-server)")
+    d = tmp_path_factory.mktemp("sshd")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client_key")], check=True)
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    port = free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
+        f"StrictModes no\nUsePAM no\nPidFile {d / 'sshd.pid'}\nMaxStartups 100\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.skip("sshd did not start")
+    host_pub = (d / "host_key.pub").read_text().split()
+    yield {"dir": d, "port": port, "host_line": f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n"}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def target(sshd, known_hosts: Path, **kw) -> SshTarget:
+    args = dict(
+        name="local",
+        hostname="127.0.0.1",
+        port=sshd["port"],
+        user="root",
+        identity_file=sshd["dir"] / "client_key",
+        known_hosts=known_hosts,
+        connect_timeout=5,
+        retries=0,
+    )
+    args.update(kw)
+    return SshTarget(**args)
+
+
+@pytest.fixture
+def transport(sshd, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd["host_line"])
+    with ParamikoTransport({"local": target(sshd, known)}) as t:
+        yield t
+
+
+def test_run_returns_exit_status_and_both_streams(transport):
+    result = transport.run("local", remote_cmd("sh", "-c", "echo out; echo err >&2; exit 3"))
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+
+
+def test_quoted_odd_values_reach_the_remote_unchanged(transport):
+    odd = "it's a $HOME `x` \"y\" ; rm -rf /tmp/nothing & | *"
+    assert transport.run("local", remote_cmd("printf", "%s", odd)).stdout == odd
+
+
+def test_timeout_raises(transport):
+    with pytest.raises(RemoteError, match="timed out"):
+        transport.run("local", "sleep 5", timeout=0.5)
+
+
+def test_put_get_roundtrip(transport, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    remote = str(tmp_path / "remote dir" / "copy.bin")
+    Path(remote).parent.mkdir()
+    sent = []
+    transport.put("local", src, remote, on_bytes=sent.append)
+    assert sum(sent) == len(data) and Path(remote).read_bytes() == data
+    assert not Path(remote + ".part").exists()
+    back = tmp_path / "back" / "b.bin"
+    transport.get("local", remote, back)
+    assert back.read_bytes() == data
+    with pytest.raises(RemoteError, match="cannot read"):
+        transport.get("local", str(tmp_path / "missing"), tmp_path / "x")
+    assert not (tmp_path / "x.part").exists()
+
+
+def test_stream_in_from_iterable_and_fileobj(transport):
+    chunks = [os.urandom(1 << 20) for _ in range(5)]
+    result = transport.stream_in("local", "sha256sum", iter(chunks))
+    import hashlib
+
+    assert result.ok and result.stdout.split()[0] == hashlib.sha256(b"".join(chunks)).hexdigest()
+    result = transport.stream_in("local", "wc -c", io.BytesIO(b"x" * 12345))
+    assert result.stdout.strip() == "12345"
+
+
+def test_unknown_host_key_is_refused_without_trust(sshd, tmp_path):
+    known = tmp_path / "known_hosts"
+    t = ParamikoTransport({"local": target(sshd, known)})
+    with pytest.raises(RemoteError, match="not in .*known_hosts.*--trust-new-hosts"):
+        t.run("local", "true")
+    assert not known.exists()
+
+
+def test_trust_new_hosts_adds_the_key_and_says_so(sshd, tmp_path):
+    known = tmp_path / "sub" / "known_hosts"
+    notices = []
+    with ParamikoTransport({"local": target(sshd, known)}, trust_new_hosts=True, notice=notices.append) as t:
+        assert t.run("local", "true").ok
+    assert known.read_text() == sshd["host_line"]
+    assert len(notices) == 1 and "added host key" in notices[0] and "SHA256:" in notices[0]
+    # The key is now known: a strict transport accepts it.
+    with ParamikoTransport({"local": target(sshd, known)}) as t:
+        assert t.run("local", "echo ok").stdout == "ok\n"
+
+
+def test_changed_host_key_is_refused_even_with_trust(sshd, tmp_path):
+    known = tmp_path / "known_hosts"
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, b64 = (tmp_path / "other.pub").read_text().split()[:2]
+    known.write_text(f"[127.0.0.1]:{sshd['port']} {kind} {b64}\n")
+    t = ParamikoTransport({"local": target(sshd, known)}, trust_new_hosts=True)
+    with pytest.raises(RemoteError, match="does not match"):
+        t.run("local", "true")
+
+
+def test_wrong_key_fails_auth_without_retry(sshd, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd["host_line"])
+    other = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    sleeps = []
+    t = ParamikoTransport({"local": target(sshd, known, identity_file=other, retries=3)}, sleep=sleeps.append)
+    with pytest.raises(RemoteError, match="authentication failed"):
+        t.run("local", "true")
+    assert sleeps == []
+
+
+def test_refused_port_is_retried_with_backoff(sshd, tmp_path):
+    sleeps = []
+    t = ParamikoTransport(
+        {"local": target(sshd, tmp_path / "kh", port=free_port(), retries=3)}, sleep=sleeps.append
+    )
+    with pytest.raises(RemoteError, match="cannot connect after 4 attempts"):
+        t.run("local", "true")
+    assert sleeps == [0.5, 1.0, 2.0]
+
+
+def test_retry_succeeds_once_the_port_opens(sshd, tmp_path):
+    """Refused at first; sshd comes up on that port during the backoff; the retry connects."""
+    known = tmp_path / "known_hosts"
+    port = free_port()
+    known.write_text(sshd["host_line"].replace(f":{sshd['port']} ", f":{port} "))
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        (sshd["dir"] / "sshd_config").read_text().replace(f"Port {sshd['port']}", f"Port {port}")
+        .replace(str(sshd["dir"] / "sshd.pid"), str(tmp_path / "sshd.pid"))
+    )
+    procs = []
+
+    def start_sshd_then_wait(seconds):
+        if not procs:
+            procs.append(subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL))
+        time.sleep(seconds)
+
+    try:
+        t = ParamikoTransport({"local": target(sshd, known, port=port, retries=4)}, sleep=start_sshd_then_wait)
+        assert t.run("local", "echo up").stdout == "up\n"
+        t.close()
+        assert len(procs) == 1
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
