@@ -14,6 +14,8 @@ those the md5 is verified instead, never skipped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import os
@@ -23,7 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +69,7 @@ ARTIFACTS: dict[str, Artifact] = {
         Artifact(
             name="bert-large",
             filename="model.onnx",
-            url="https://zenodo.org/records/3733910/files/model.onnx",
+            url="https://zenodo.org/records/3733910/files/model.onnx?download=1",
             sha256=None,
             size=None,
             # md5 from mlcommons/cm4mlops script/get-ml-model-bert-large-squad (onnx,fp32).
@@ -78,7 +80,7 @@ ARTIFACTS: dict[str, Artifact] = {
         Artifact(
             name="bert-large-int8",
             filename="bert_large_v1_1_fake_quant.onnx",
-            url="https://zenodo.org/records/3750364/files/bert_large_v1_1_fake_quant.onnx",
+            url="https://zenodo.org/records/3750364/files/bert_large_v1_1_fake_quant.onnx?download=1",
             sha256=None,
             size=None,
             # md5 from mlcommons/cm4mlops script/get-ml-model-bert-large-squad (onnx,int8).
@@ -89,7 +91,7 @@ ARTIFACTS: dict[str, Artifact] = {
         Artifact(
             name="vocab",
             filename="vocab.txt",
-            url="https://zenodo.org/records/3733868/files/vocab.txt",
+            url="https://zenodo.org/records/3733868/files/vocab.txt?download=1",
             # The standard BERT uncased vocab; md5 64800d5d... is the one MLCommons
             # lists for this URL, the sha256 was computed from an identical copy.
             sha256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
@@ -345,6 +347,18 @@ def _download(artifact: Artifact, dest: Path, bar: _Bar) -> None:
     os.replace(part, dest)
 
 
+@contextlib.contextmanager
+def _locked(dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<dest>.lock``: two fetches into one cache must not
+    append to the same ``.part`` (the second waits, then finds the file present)."""
+    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _present(artifact: Artifact, dest: Path) -> bool:
     """True when ``dest`` holds the verified artifact; a bad copy is removed (and said)."""
     if not dest.exists():
@@ -390,8 +404,9 @@ def fetch(
         for artifact in chosen:
             dest = artifact_path(artifact.name, cache_dir, artifacts=artifacts)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if not _present(artifact, dest):
-                _download(artifact, dest, bar)
+            with _locked(dest):
+                if not _present(artifact, dest):
+                    _download(artifact, dest, bar)
             paths.append(dest)
     return paths
 
@@ -443,12 +458,13 @@ def import_from(
         source = _find_in(source_dir, artifact)
         dest = artifact_path(artifact.name, cache_dir, artifacts=artifacts)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if source.resolve() != dest.resolve() and not _present(artifact, dest):
-            part = dest.with_name(dest.name + ".part")
-            shutil.copyfile(source, part)
-            _verify_or_delete(artifact, part, str(source))
-            os.replace(part, dest)
-        elif source.resolve() == dest.resolve():
-            _verify_or_delete(artifact, dest, str(source))
+        with _locked(dest):
+            if source.resolve() == dest.resolve():
+                _verify_or_delete(artifact, dest, str(source))
+            elif not _present(artifact, dest):
+                part = dest.with_name(dest.name + ".part")
+                shutil.copyfile(source, part)
+                _verify_or_delete(artifact, part, str(source))
+                os.replace(part, dest)
         paths.append(dest)
     return paths

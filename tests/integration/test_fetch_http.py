@@ -203,7 +203,28 @@ def test_checksum_mismatch_raises_and_leaves_no_file(server, tmp_path):
     assert err.value.expected == wrong
     assert err.value.actual == hashlib.sha256(body).hexdigest()
     assert f"blob.bin from {server.base}/blob.bin has sha256 " in str(err.value)
-    assert list((tmp_path / "blob").iterdir()) == []
+    assert [p.name for p in (tmp_path / "blob").iterdir()] == ["blob.bin.lock"]
+
+
+def test_concurrent_fetches_of_one_file_download_it_once(server, tmp_path):
+    body = _payload()
+    table = {"blob": _artifact(server, body)}
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(fetch(["blob"], cache_dir=tmp_path, artifacts=table, progress=False)[0])
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert [p.read_bytes() == body for p in results] == [True, True, True]
+    assert server.requests == [("/blob.bin", None, 200)]
 
 
 def test_md5_only_artifact_is_verified(server, tmp_path):
