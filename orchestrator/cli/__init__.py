@@ -31,6 +31,7 @@ app = typer.Typer(
 # Modules that add commands to ``app`` when imported (each calls
 # ``@app.command`` / ``app.add_typer`` at import time).
 _COMMAND_MODULES: list[str] = [
+    "orchestrator.cli.submit_cmd",
     "orchestrator.cli.bench_cmd",
     "orchestrator.cli.fetch_cmd",
 ]

@@ -22,26 +22,28 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Short runs: loadgen reports them INVALID unless min_duration/min_query_count
-# are lowered, which is exactly what a test-mode run looks like.
+# A test-mode run: Offline issues ONE query of 1.1 x min_duration x target_qps
+# = 11 samples, answered in far less than min_duration, so loadgen says
+# "Result is : INVALID" (min duration not satisfied) every time.
 TEST_USER_CONF = """\
 # orch test run: tiny, far below the MLPerf minimums
-*.Offline.target_qps = 1000
-*.Offline.min_duration = 100
-*.Offline.min_query_count = 20
+*.Offline.target_qps = 10
+*.Offline.min_duration = 1000
+*.Offline.min_query_count = 1
 *.Offline.performance_sample_count_override = 20
 """
 
-# Lowered minimums that the run meets: loadgen says VALID (the official
-# checker would still reject min_duration < 600000 ms).
+# Lowered minimums that the run meets (with ``delay_s`` > 0.1): loadgen says
+# VALID; the official checker would still reject min_duration < 600000 ms.
 VALID_SHORT_USER_CONF = """\
 *.Offline.target_qps = 100
-*.Offline.min_duration = 50
+*.Offline.min_duration = 100
 *.Offline.min_query_count = 1
 *.Offline.performance_sample_count_override = 20
 """
@@ -57,7 +59,9 @@ def answer_for(index: int) -> "Any":
     return rng.standard_normal((384, 2)).astype(np.float32)
 
 
-def _serve(out_dir: Path, mode: str, total: int, user_conf: Path, *, conf_twice: bool = False) -> None:
+def _serve(
+    out_dir: Path, mode: str, total: int, user_conf: Path, *, conf_twice: bool = False, delay_s: float = 0.0
+) -> None:
     """Run loadgen once in this process (the child side)."""
     import mlperf_loadgen as lg
 
@@ -76,6 +80,8 @@ def _serve(out_dir: Path, mode: str, total: int, user_conf: Path, *, conf_twice:
             samples = work.get()
             if samples is None:
                 return
+            if delay_s:
+                time.sleep(delay_s)  # a slow SUT, so a short min_duration is met
             arrays = [answer_for(s.index) for s in samples]
             responses = [
                 lg.QuerySampleResponse(s.id, a.ctypes.data, a.nbytes) for s, a in zip(samples, arrays)
@@ -101,7 +107,13 @@ def _serve(out_dir: Path, mode: str, total: int, user_conf: Path, *, conf_twice:
 
 
 def run_loadgen(
-    out_dir: Path, *, mode: str, total: int = 20, user_conf: str = TEST_USER_CONF, conf_twice: bool = False
+    out_dir: Path,
+    *,
+    mode: str,
+    total: int = 20,
+    user_conf: str = TEST_USER_CONF,
+    conf_twice: bool = False,
+    delay_s: float = 0.0,
 ) -> None:
     """Run real loadgen (Offline, bert) in a child process, logs into ``out_dir``.
 
@@ -111,12 +123,15 @@ def run_loadgen(
         total: QSL size (every sample is answered in accuracy mode).
         user_conf: the user.conf text.
         conf_twice: call ``FromConfig`` twice, which makes loadgen log a real error.
+        delay_s: the SUT waits this long before answering each query.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "user.conf").write_text(user_conf)
     cmd = [sys.executable, "-m", "tests.helpers.loadgen_runs", str(out_dir), mode, str(total)]
     if conf_twice:
         cmd.append("--conf-twice")
+    if delay_s:
+        cmd += ["--delay-s", str(delay_s)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"loadgen child failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -129,6 +144,8 @@ def make_run_dir(
     total: int = 20,
     count: int | None = None,
     user_conf: str = TEST_USER_CONF,
+    conf_twice: bool = False,
+    delay_s: float = 0.0,
     facts: list[dict] | None = None,
     execution: str = "test",
     model: str = "demo",
@@ -143,6 +160,7 @@ def make_run_dir(
         mode: "performance" or "accuracy".
         total: QSL size; ``count`` (default ``total``) is what run.json says was used.
         user_conf: the user.conf text given to loadgen.
+        conf_twice, delay_s: see ``run_loadgen``.
         facts: one ``collect_facts()``-like dict per node (default: this machine's facts, once).
         execution: run.json "execution".
         model, backend: run.json "model" / "backend".
@@ -156,7 +174,7 @@ def make_run_dir(
     from orchestrator.facts import collect_facts
 
     started = _dt.datetime.now(_dt.timezone.utc).isoformat()
-    run_loadgen(path, mode=mode, total=total, user_conf=user_conf)
+    run_loadgen(path, mode=mode, total=total, user_conf=user_conf, conf_twice=conf_twice, delay_s=delay_s)
     summary = (path / "mlperf_log_summary.txt").read_text()
     qps = None
     valid = "Result is : VALID" in summary
@@ -220,6 +238,9 @@ if __name__ == "__main__":
     parser.add_argument("mode", choices=["performance", "accuracy"])
     parser.add_argument("total", type=int)
     parser.add_argument("--conf-twice", action="store_true")
+    parser.add_argument("--delay-s", type=float, default=0.0)
     args = parser.parse_args()
     os.chdir(args.out_dir)
-    _serve(args.out_dir, args.mode, args.total, args.out_dir / "user.conf", conf_twice=args.conf_twice)
+    _serve(
+        args.out_dir, args.mode, args.total, args.out_dir / "user.conf", conf_twice=args.conf_twice, delay_s=args.delay_s
+    )

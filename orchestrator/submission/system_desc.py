@@ -1,0 +1,264 @@
+"""The MLPerf system description (``systems/<system>.json``) from node facts.
+
+Every field the checker requires is written. Counts are strings ("0"),
+because the checker takes an integer 0 for an empty answer; what cannot be
+known from the nodes is a truthful "N/A" (or comes from ``--system-meta``).
+Nodes may differ: a field that differs lists each value with its node
+count, e.g. "2x Intel Xeon Gold 6338 + 1x AMD EPYC 9654".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import InputError
+
+# The checker's SYSTEM_DESC_REQUIRED_FIELDS (tools/submission, v6.x), in its order.
+REQUIRED_KEYS = (
+    "division", "submitter", "status", "system_name", "number_of_nodes",
+    "host_processor_model_name", "host_processors_per_node", "host_processor_core_count",
+    "host_memory_capacity", "host_storage_capacity", "host_storage_type",
+    "accelerators_per_node", "accelerator_model_name", "accelerator_memory_capacity",
+    "framework", "operating_system", "system_type", "other_software_stack",
+    "host_processor_frequency", "host_processor_caches", "host_memory_configuration",
+    "host_processor_interconnect", "host_networking", "host_networking_topology",
+    "accelerator_frequency", "accelerator_host_interconnect", "accelerator_interconnect",
+    "accelerator_interconnect_topology", "accelerator_memory_configuration",
+    "accelerator_on-chip_memories", "cooling", "hw_notes", "sw_notes",
+    "host_network_card_count", "system_type_detail",
+)  # fmt: skip
+
+# Set from flags and from the runs: overriding them would break the tree.
+FIXED_KEYS = ("division", "submitter", "system_name", "number_of_nodes")
+
+VALID_STATUS = ("available", "preview", "rdi")
+VALID_SYSTEM_TYPES = ("datacenter", "edge", "datacenter,edge", "edge,datacenter")
+
+# bert-99 belongs to the edge suite only in v6.x (its datacenter entry is
+# gone); the open division accepts any valid system_type, so "edge" is the
+# truthful default and also the one a closed entry would need.
+DEFAULT_SYSTEM_TYPE = "edge"
+
+# The measurements.json keys the checker requires (SYSTEM_IMP_REQUIRED_FILES).
+MEASUREMENT_KEYS = (
+    "input_data_types",
+    "retraining",
+    "starting_weights_filename",
+    "weight_data_types",
+    "weight_transformations",
+)
+
+# run.json backend -> the distribution whose version names the framework.
+BACKEND_PACKAGES = {
+    "onnxruntime": ("ONNX Runtime", "onnxruntime"),
+    "onnxruntime-cuda": ("ONNX Runtime (CUDA)", "onnxruntime-gpu"),
+    "deepsparse": ("DeepSparse", "deepsparse"),
+}
+
+NA = "N/A"
+
+
+def load_system_meta(path: Path) -> dict[str, Any]:
+    """Read a ``--system-meta`` YAML file of overrides.
+
+    Top-level keys are system-description keys (any required key but
+    division, submitter, system_name and number_of_nodes) and an optional
+    ``measurements`` mapping with measurements.json keys. Values are
+    scalars.
+
+    Raises:
+        InputError: unreadable YAML, or an unknown or fixed key (the message
+            names the file and the key).
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise InputError(f"--system-meta {path}: cannot read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"--system-meta {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"--system-meta {path}: must be a mapping of system-description keys to values")
+    for key, value in data.items():
+        if key == "measurements":
+            if not isinstance(value, dict):
+                raise InputError(f"--system-meta {path}: \"measurements\" must be a mapping")
+            for sub, subvalue in value.items():
+                if sub not in MEASUREMENT_KEYS:
+                    raise InputError(
+                        f"--system-meta {path}: unknown key measurements.{sub}",
+                        hint=f"allowed: {', '.join(MEASUREMENT_KEYS)}",
+                    )
+                _check_scalar(path, f"measurements.{sub}", subvalue)
+            continue
+        if key in FIXED_KEYS:
+            raise InputError(f"--system-meta {path}: key {key} cannot be overridden (it comes from the flags and the runs)")
+        if key not in REQUIRED_KEYS:
+            raise InputError(f"--system-meta {path}: unknown key {key}", hint="use the MLPerf system-description key names")
+        _check_scalar(path, key, value)
+    if "status" in data and str(data["status"]).lower() not in VALID_STATUS:
+        raise InputError(f"--system-meta {path}: status must be one of {', '.join(VALID_STATUS)}")
+    if "system_type" in data and str(data["system_type"]) not in VALID_SYSTEM_TYPES:
+        raise InputError(f"--system-meta {path}: system_type must be one of {', '.join(VALID_SYSTEM_TYPES)}")
+    return data
+
+
+def _check_scalar(path: Path, key: str, value: Any) -> None:
+    if isinstance(value, (dict, list)) or value is None or str(value).strip() == "":
+        raise InputError(f"--system-meta {path}: {key} must be a non-empty string or number")
+
+
+def system_description(
+    per_node: list[dict[str, Any]],
+    *,
+    submitter: str,
+    division: str,
+    system_name: str,
+    backend: str,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """The system JSON for the nodes that took part.
+
+    Args:
+        per_node: run.json ``per_node`` entries (each with ``name`` and ``facts``).
+        submitter, division, system_name: as in the tree's directory names.
+        backend: run.json ``backend`` (names the framework).
+        meta: overrides from ``load_system_meta`` (its ``measurements`` key is ignored here).
+
+    Returns:
+        Every required key, all values strings.
+    """
+    facts = [node.get("facts") or {} for node in per_node]
+    names = [str(node.get("name") or f"node{i + 1}") for i, node in enumerate(per_node)]
+    accelerators = [f.get("accelerators") or [] for f in facts]
+    accel_models = [", ".join(sorted({a.get("model") or NA for a in acc})) if acc else NA for acc in accelerators]
+    accel_memory = [_bytes(acc[0].get("memory_bytes")) if acc else NA for acc in accelerators]
+    label, package = BACKEND_PACKAGES.get(backend, (backend, backend))
+    framework = _describe([_join(label, (f.get("frameworks") or {}).get(package)) for f in facts])
+    software = [
+        _join_all(f"{pkg} {ver}" for pkg, ver in sorted((f.get("frameworks") or {}).items()) if pkg != package)
+        for f in facts
+    ]
+    system = {
+        "division": division,
+        "submitter": submitter,
+        "status": "available",
+        "system_name": system_name,
+        "number_of_nodes": str(len(per_node)),
+        "host_processor_model_name": _describe([f.get("cpu_model") for f in facts]),
+        "host_processors_per_node": _describe([f.get("sockets") for f in facts]),
+        "host_processor_core_count": _describe([f.get("cores_per_socket") for f in facts]),
+        "host_memory_capacity": _describe([_bytes(f.get("memory_bytes")) for f in facts]),
+        "host_storage_capacity": _describe([_bytes(f.get("storage_bytes")) for f in facts]),
+        "host_storage_type": _describe([f.get("storage_type") for f in facts]),
+        "accelerators_per_node": _describe([str(len(a)) for a in accelerators]),
+        "accelerator_model_name": _describe(accel_models),
+        "accelerator_memory_capacity": _describe(accel_memory),
+        "framework": framework,
+        "operating_system": _describe([_join(f.get("os"), f"kernel {f['kernel']}" if f.get("kernel") else None, ", ") for f in facts]),
+        "system_type": DEFAULT_SYSTEM_TYPE,
+        "other_software_stack": _describe([_join(f"Python {f['python']}" if f.get("python") else None, s, ", ") for f, s in zip(facts, software)]),
+        "host_processor_frequency": _describe([f"{f['cpu_frequency_mhz']:g} MHz" if f.get("cpu_frequency_mhz") else None for f in facts]),
+        "host_processor_caches": _describe([f.get("caches") for f in facts]),
+        "host_memory_configuration": NA,
+        "host_processor_interconnect": NA,
+        "host_networking": _describe([_networking(f.get("network")) for f in facts]),
+        "host_networking_topology": NA,
+        "accelerator_frequency": NA,
+        "accelerator_host_interconnect": NA,
+        "accelerator_interconnect": NA,
+        "accelerator_interconnect_topology": NA,
+        "accelerator_memory_configuration": NA,
+        "accelerator_on-chip_memories": NA,
+        "cooling": NA,
+        "hw_notes": _hw_notes(names, facts),
+        "sw_notes": f"Benchmarked with orch, backend {backend}; system facts collected on each node at run time.",
+        "host_network_card_count": _describe([str(sum(1 for n in f.get("network") or [] if not n.get("virtual"))) if f.get("network") is not None else None for f in facts]),
+        "system_type_detail": NA,
+    }
+    for key, value in (meta or {}).items():
+        if key != "measurements":
+            system[key] = str(value)
+    return system
+
+
+def _describe(values: list[Any]) -> str:
+    """One value when all nodes agree, else "2x A + 1x B" (most common first)."""
+    texts = [NA if v is None or str(v).strip() == "" else str(v) for v in values]
+    if not texts:
+        return NA
+    counts = Counter(texts)
+    if len(counts) == 1:
+        return texts[0]
+    return " + ".join(f"{n}x {text}" for text, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _join(first: Any, second: Any, sep: str = " ") -> str | None:
+    parts = [str(p) for p in (first, second) if p]
+    return sep.join(parts) or None
+
+
+def _join_all(parts: Any) -> str | None:
+    return ", ".join(parts) or None
+
+
+def _bytes(value: Any) -> str | None:
+    """Bytes as GiB ("24 GiB", "0.5 GiB"); None stays None."""
+    if not isinstance(value, (int, float)) or value <= 0:
+        return None
+    gib = value / 2**30
+    return f"{gib:.0f} GiB" if gib >= 10 else f"{gib:.1f} GiB"
+
+
+def _networking(interfaces: Any) -> str | None:
+    if interfaces is None:
+        return None
+    cards = [n for n in interfaces if not n.get("virtual")]
+    if not cards:
+        return NA
+    return ", ".join(f"{n['iface']} {n['speed_mbps']} Mb/s" if n.get("speed_mbps") else f"{n['iface']} (speed unknown)" for n in cards)
+
+
+def _hw_notes(names: list[str], facts: list[dict[str, Any]]) -> str:
+    """Per-node hardware, so a mixed cluster is described node by node."""
+    parts = []
+    for name, f in zip(names, facts):
+        cpu = f.get("cpu_model") or "unknown CPU"
+        threads = f.get("threads")
+        accel = [a.get("model") for a in f.get("accelerators") or []]
+        text = f"{name} ({f.get('hostname') or 'unknown host'}): {f.get('sockets') or '?'}x {cpu}"
+        text += f", {threads} threads" if threads else ""
+        text += f", {_bytes(f.get('memory_bytes')) or 'unknown'} memory"
+        text += f", {len(accel)}x {', '.join(sorted(set(accel)))}" if accel else ", no accelerator"
+        parts.append(text)
+    return "; ".join(parts) or NA
+
+
+def measurements(run_meta: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, str]:
+    """measurements.json for the result: what the model takes and where its weights came from.
+
+    Args:
+        run_meta: the performance run's run.json.
+        overrides: the ``measurements`` mapping of ``--system-meta``.
+    """
+    model = str(run_meta.get("model") or "")
+    weights = Path(str(run_meta.get("model_path") or "unknown")).name
+    known = {
+        "bert-large": ("fp32", "none: the MLPerf reference BERT-Large ONNX model as published"),
+        "bert-large-int8": ("int8", "quantized to int8 (the MLPerf reference int8 BERT-Large ONNX model as published)"),
+        "demo": ("fp32", "not BERT-Large: orch's demo model, all-MiniLM-L6-v2 weights with an untrained QA head, built by orch"),
+    }
+    weight_types, transformations = known.get(model, (NA, "custom ONNX model given by path; see the README"))
+    result = {
+        "input_data_types": "int64",
+        "retraining": "no",
+        "starting_weights_filename": weights,
+        "weight_data_types": weight_types,
+        "weight_transformations": transformations,
+    }
+    for key, value in (overrides or {}).items():
+        result[key] = str(value)
+    return result
