@@ -199,7 +199,7 @@ def _check(artifact: Artifact, path: Path) -> tuple[str, str, str] | None:
     return None
 
 
-def _verify_or_delete(artifact: Artifact, path: Path, source: str) -> None:
+def _verify_or_delete(artifact: Artifact, path: Path, source: str, *, hint: str) -> None:
     bad = _check(artifact, path)
     if bad is None:
         return
@@ -210,7 +210,7 @@ def _verify_or_delete(artifact: Artifact, path: Path, source: str) -> None:
         path=str(path),
         expected=expected,
         actual=actual,
-        hint=f"run: orch fetch {artifact.name} (again), or import a good copy with --from",
+        hint=hint,
     )
 
 
@@ -284,6 +284,9 @@ def _one_request(artifact: Artifact, part: Path, bar: _Bar, task: object) -> Non
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             return  # nothing left to send: the .part is whole (verified next)
+        if exc.code == 429 or exc.code >= 500:
+            # Busy or failing server (zenodo rate-limits): worth another try.
+            raise _Interrupted(f"HTTP {exc.code} {exc.reason} for {artifact.url}") from None
         raise OrchError(
             f"downloading {artifact.name} failed: HTTP {exc.code} {exc.reason} for {artifact.url}",
             hint="check the URL is reachable from this machine, or use: orch fetch --from DIR",
@@ -343,7 +346,9 @@ def _download(artifact: Artifact, dest: Path, bar: _Bar) -> None:
             f"downloading {artifact.name} failed after {RETRIES + 1} tries: {last}",
             hint=f"run orch fetch {artifact.name} again to resume from {part}, or use: orch fetch --from DIR",
         )
-    _verify_or_delete(artifact, part, artifact.url)
+    _verify_or_delete(
+        artifact, part, artifact.url, hint=f"run: orch fetch {artifact.name} to download it again, or use --from DIR"
+    )
     os.replace(part, dest)
 
 
@@ -460,11 +465,12 @@ def import_from(
         dest.parent.mkdir(parents=True, exist_ok=True)
         with _locked(dest):
             if source.resolve() == dest.resolve():
-                _verify_or_delete(artifact, dest, str(source))
+                _verify_or_delete(artifact, dest, str(source), hint=f"run: orch fetch {artifact.name}")
             elif not _present(artifact, dest):
                 part = dest.with_name(dest.name + ".part")
                 shutil.copyfile(source, part)
-                _verify_or_delete(artifact, part, str(source))
+                hint = f"copy a good {artifact.filename} from {artifact.url}, or run: orch fetch {artifact.name}"
+                _verify_or_delete(artifact, part, str(source), hint=hint)
                 os.replace(part, dest)
         paths.append(dest)
     return paths

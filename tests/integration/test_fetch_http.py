@@ -22,7 +22,7 @@ class _Served:
     """What the server serves and how it misbehaves; records every request."""
 
     files: dict[str, bytes] = field(default_factory=dict)
-    mode: str = "range"  # range | ignore-range | drop-once | drop-always
+    mode: str = "range"  # range | ignore-range | drop-once | drop-always | busy
     drops_left: int = 1
     requests: list[tuple[str, str | None, int]] = field(default_factory=list)  # (path, Range, status)
 
@@ -37,6 +37,12 @@ def _handler(served: _Served):
         def do_GET(self):
             body = served.files.get(self.path)
             asked = self.headers.get("Range")
+            if served.mode == "busy":
+                served.requests.append((self.path, asked, 503))
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if body is None:
                 served.requests.append((self.path, asked, 404))
                 self.send_response(404)
@@ -263,6 +269,15 @@ def test_http_404_is_one_line_and_not_retried(server, tmp_path):
         fetch(["blob"], cache_dir=tmp_path, artifacts=table, progress=False)
     assert "\n" not in str(err.value)
     assert len(server.requests) == 1
+
+
+def test_server_errors_are_retried(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "RETRIES", 1)
+    table = {"blob": _artifact(server, _payload(1000))}
+    server.mode = "busy"
+    with pytest.raises(OrchError, match=r"failed after 2 tries: HTTP 503 .* for http://127"):
+        fetch(["blob"], cache_dir=tmp_path, artifacts=table, progress=False)
+    assert [status for _, _, status in server.requests] == [503, 503]
 
 
 def test_unreachable_server_fails_after_retries(tmp_path, monkeypatch):
