@@ -34,6 +34,7 @@ _COMMAND_MODULES: list[str] = [
     "orchestrator.cli.submit_cmd",
     "orchestrator.cli.bench_cmd",
     "orchestrator.cli.fetch_cmd",
+    "orchestrator.cli.images_cmd",
 ]
 
 
