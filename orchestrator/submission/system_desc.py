@@ -4,7 +4,8 @@ Every field the checker requires is written. Counts are strings ("0"),
 because the checker takes an integer 0 for an empty answer; what cannot be
 known from the nodes is a truthful "N/A" (or comes from ``--system-meta``).
 Nodes may differ: a field that differs lists each value with its node
-count, e.g. "2x Intel Xeon Gold 6338 + 1x AMD EPYC 9654".
+count, e.g. "Intel Xeon Gold 6338 (2 nodes) + AMD EPYC 9654 (1 node)", and
+``hw_notes`` describes every node.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ def system_description(
     facts = [node.get("facts") or {} for node in per_node]
     names = [str(node.get("name") or f"node{i + 1}") for i, node in enumerate(per_node)]
     accelerators = [f.get("accelerators") or [] for f in facts]
-    accel_models = [", ".join(sorted({a.get("model") or NA for a in acc})) if acc else NA for acc in accelerators]
-    accel_memory = [_bytes(acc[0].get("memory_bytes")) if acc else NA for acc in accelerators]
+    accel_models = [", ".join(sorted({a.get("model") or NA for a in acc})) if acc else "none" for acc in accelerators]
+    accel_memory = [_bytes(acc[0].get("memory_bytes")) if acc else "none" for acc in accelerators]
     label, package = BACKEND_PACKAGES.get(backend, (backend, backend))
     framework = _describe([_join(label, (f.get("frameworks") or {}).get(package)) for f in facts])
     software = [
@@ -155,8 +156,8 @@ def system_description(
         "host_storage_capacity": _describe([_bytes(f.get("storage_bytes")) for f in facts]),
         "host_storage_type": _describe([f.get("storage_type") for f in facts]),
         "accelerators_per_node": _describe([str(len(a)) for a in accelerators]),
-        "accelerator_model_name": _describe(accel_models),
-        "accelerator_memory_capacity": _describe(accel_memory),
+        "accelerator_model_name": _na_if_none(_describe(accel_models)),
+        "accelerator_memory_capacity": _na_if_none(_describe(accel_memory)),
         "framework": framework,
         "operating_system": _describe([_join(f.get("os"), f"kernel {f['kernel']}" if f.get("kernel") else None, ", ") for f in facts]),
         "system_type": DEFAULT_SYSTEM_TYPE,
@@ -186,14 +187,20 @@ def system_description(
 
 
 def _describe(values: list[Any]) -> str:
-    """One value when all nodes agree, else "2x A + 1x B" (most common first)."""
+    """One value when all nodes agree, else "A (2 nodes) + B (1 node)" (most common first)."""
     texts = [NA if v is None or str(v).strip() == "" else str(v) for v in values]
     if not texts:
         return NA
     counts = Counter(texts)
     if len(counts) == 1:
         return texts[0]
-    return " + ".join(f"{n}x {text}" for text, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return " + ".join(f"{text} ({n} node{'s' if n > 1 else ''})" for text, n in ordered)
+
+
+def _na_if_none(text: str) -> str:
+    """No accelerator on any node: the checker's "N/A" rather than "none"."""
+    return NA if text == "none" else text
 
 
 def _join(first: Any, second: Any, sep: str = " ") -> str | None:
