@@ -57,12 +57,16 @@ class _Graph:
     def __init__(self) -> None:
         self.nodes: list = []
         self.initializers: list = []
+        self._names: set[str] = set()
         self._count = 0
 
-    def const(self, name: str, value: np.ndarray):
+    def const(self, name: str, value: np.ndarray) -> str:
+        """Add an initializer once; a second call with the same name reuses the first."""
         from onnx import numpy_helper
 
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        if name not in self._names:
+            self._names.add(name)
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs) -> str:
@@ -90,9 +94,9 @@ def _layer_norm(g: _Graph, x: str, weights: Mapping[str, np.ndarray], prefix: st
 
 def _gelu(g: _Graph, x: str) -> str:
     # Exact (erf) GELU, as BERT's "gelu": 0.5 * x * (1 + erf(x / sqrt(2))).
-    inv_sqrt2 = g.const(f"gelu_inv_sqrt2_{len(g.initializers)}", np.array(1.0 / math.sqrt(2.0), np.float32))
-    one = g.const(f"gelu_one_{len(g.initializers)}", np.array(1.0, np.float32))
-    half = g.const(f"gelu_half_{len(g.initializers)}", np.array(0.5, np.float32))
+    inv_sqrt2 = g.const("const_inv_sqrt2", np.array(1.0 / math.sqrt(2.0), np.float32))
+    one = g.const("const_one_f32", np.array(1.0, np.float32))
+    half = g.const("const_half_f32", np.array(0.5, np.float32))
     erf = g.op("Erf", [g.op("Mul", [x, inv_sqrt2])])
     return g.op("Mul", [g.op("Mul", [x, half]), g.op("Add", [erf, one])])
 
@@ -160,9 +164,7 @@ def build_bert_qa_model(
     mask_f = g.op("Cast", ["input_mask"], to=TensorProto.FLOAT)
     one_f = g.const("const_one_f32", np.array(1.0, np.float32))
     mask_value = g.const("const_mask_value", np.array(MASK_VALUE, np.float32))
-    ext_mask = g.op(
-        "Mul", [g.op("Sub", [one_f, mask_f]), mask_value]
-    )
+    ext_mask = g.op("Mul", [g.op("Sub", [one_f, mask_f]), mask_value])
     ext_mask = g.op("Unsqueeze", [ext_mask, g.const("const_axes_1_2", np.array([1, 2], np.int64))])
 
     split_heads = g.const("const_split_heads", np.array([0, 0, heads, head_dim], np.int64))
