@@ -1,0 +1,331 @@
+"""Pure plans: the exact remote commands of a deploy, and parsers for their output.
+
+Nothing here connects anywhere: each function maps inventory values (already
+validated) and image facts to command strings, or a command's output to
+facts. ``orchestrator.deploy.runner`` runs them through a transport.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.inventory import Inventory, Node
+from orchestrator.ssh.transport import remote_cmd
+
+# Everything orch creates on a node carries this label (teardown filters on it).
+CLUSTER_LABEL = "org.orch.cluster"
+NODE_LABEL = "org.orch.node"
+# Inside orch's container: the node's data_dir, and orch's cache within it.
+CONTAINER_DATA = "/data"
+CONTAINER_CACHE = "/data/cache"
+# Bookkeeping inside data_dir: what orch shipped there (and so may remove).
+STATE_DIR = ".orch"
+MANIFEST = ".orch/manifest.json"
+IMAGES_LOADED = ".orch/images"
+DEPLOY_JSON = "deploy.json"
+# Folders orch owns inside data_dir (teardown --data removes exactly these).
+OWNED = ("cache", "files", "runs", DEPLOY_JSON, STATE_DIR)
+SHM_SIZE = "2g"
+
+# uname -m -> Docker's architecture name.
+MACHINE_TO_DOCKER_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """A local image as ``docker image inspect`` describes it."""
+
+    tag: str
+    id: str
+    arch: str  # Docker's name: amd64, arm64
+    size: int  # bytes, uncompressed
+
+
+def data_path(node: Node, relative: str) -> str:
+    """An absolute path inside the node's data_dir."""
+    return f"{node.data_dir}/{relative}" if relative else node.data_dir
+
+
+# -- preflight -------------------------------------------------------------------
+
+
+def preflight_commands(inventory: Inventory, node: Node) -> dict[str, str]:
+    """The checks run on a node before anything is shipped, by name.
+
+    ``docker_root`` is needed to check free disk where images land; ``df`` is
+    planned separately (``df_command``) once it is known.
+    """
+    commands = {
+        "uname": "uname -m",
+        "docker": "docker version --format '{{.Server.Version}}'",
+        "docker_root": "docker info --format '{{.DockerRootDir}}'",
+        "mkdir": remote_cmd("mkdir", "-p", data_path(node, STATE_DIR)),
+    }
+    if node.ray_ip is None and inventory.ray.interface is not None and not _is_ip(node.host):
+        commands["ray_ip"] = remote_cmd("ip", "-4", "-o", "addr", "show", "dev", inventory.ray.interface)
+    if node.profile.startswith("cuda"):
+        commands["nvidia_smi"] = "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits"
+        commands["runtimes"] = "docker info --format '{{json .Runtimes}}'"
+    return commands
+
+
+def df_command(node: Node, docker_root: str) -> str:
+    """Free bytes on the data_dir's and Docker root's file systems."""
+    return remote_cmd("df", "-P", "-B1", node.data_dir, docker_root)
+
+
+def parse_df(stdout: str) -> list[int]:
+    """Available bytes per path from ``df -P -B1`` output, in argument order."""
+    rows = [line.split() for line in stdout.strip().splitlines()[1:] if line.strip()]
+    return [int(row[3]) for row in rows if len(row) >= 6 and row[3].isdigit()]
+
+
+def parse_ip_addr(stdout: str) -> str | None:
+    """The first IPv4 address in ``ip -4 -o addr show dev X`` output."""
+    for line in stdout.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            return parts[parts.index("inet") + 1].split("/")[0]
+    return None
+
+
+def parse_gpus(stdout: str) -> list[dict[str, Any]]:
+    """GPUs from ``nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits``."""
+    gpus = []
+    for line in stdout.strip().splitlines():
+        name, _, mem = line.rpartition(",")
+        if name:
+            gpus.append({"model": name.strip(), "memory_bytes": int(float(mem.strip()) * 1024 * 1024)})
+    return gpus
+
+
+def has_nvidia_runtime(stdout: str) -> bool:
+    """True when ``docker info --format '{{json .Runtimes}}'`` lists the nvidia runtime."""
+    try:
+        runtimes = json.loads(stdout or "{}")
+    except json.JSONDecodeError:
+        return False
+    return any("nvidia" in name for name in runtimes)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def ray_ip(node: Node, looked_up: str | None = None) -> str | None:
+    """The address Ray binds to on ``node``: ray_ip, else host when it is an IP, else the interface's."""
+    if node.ray_ip:
+        return node.ray_ip
+    if _is_ip(node.host):
+        return node.host
+    return looked_up
+
+
+# -- image -----------------------------------------------------------------------
+
+
+def image_id_command(tag: str) -> str:
+    """Prints the id of ``tag`` on the node (exit 1 when absent)."""
+    return remote_cmd("docker", "image", "inspect", "--format", "{{.Id}}", tag)
+
+
+def image_load_command() -> str:
+    """Reads a ``docker save`` tar on stdin."""
+    return "docker load"
+
+
+def record_image_command(node: Node, image: ImageFacts) -> str:
+    """Remembers that orch loaded this image, so ``teardown --images`` may remove it."""
+    line = remote_cmd("printf", "%s %s\\n", image.id, image.tag)
+    return f"{line} >> {remote_cmd(data_path(node, IMAGES_LOADED))}"
+
+
+# -- container -------------------------------------------------------------------
+
+
+def container_inspect_command(inventory: Inventory, node: Node) -> str:
+    """Prints ``<status> <image id>`` of orch's container (exit 1 when absent)."""
+    return remote_cmd(
+        "docker", "inspect", "--type", "container", "--format", "{{.State.Status}} {{.Image}}",
+        inventory.container_name(node),
+    )
+
+
+def parse_container(result_ok: bool, stdout: str) -> tuple[str, str] | None:
+    """(status, image id) of a container, or None when it does not exist."""
+    if not result_ok:
+        return None
+    parts = stdout.strip().split()
+    return (parts[0], parts[1]) if len(parts) >= 2 else None
+
+
+def container_remove_command(inventory: Inventory, node: Node) -> str:
+    return remote_cmd("docker", "rm", "-f", inventory.container_name(node))
+
+
+def container_run_command(inventory: Inventory, node: Node, image: ImageFacts) -> str:
+    """Starts orch's long-lived container: host network, data_dir at /data, GPUs for CUDA nodes."""
+    argv: list[str] = [
+        "docker", "run", "-d",
+        "--name", inventory.container_name(node),
+        "--label", f"{CLUSTER_LABEL}={inventory.cluster}",
+        "--label", f"{NODE_LABEL}={node.name}",
+        "--network", "host",
+        # Ray's object store lives in /dev/shm; Docker's 64 MB default makes it spill to disk.
+        "--shm-size", SHM_SIZE,
+        "--restart", "no",
+        "-e", f"ORCH_CACHE_DIR={CONTAINER_CACHE}",
+        "-e", f"ORCH_NODE={node.name}",
+        "-e", "RAY_USAGE_STATS_ENABLED=0",
+        "-v", f"{node.data_dir}:{CONTAINER_DATA}",
+    ]
+    if node.profile.startswith("cuda"):
+        argv += ["--gpus", "all"]
+    # Whatever the image's entrypoint, the container idles; work arrives by docker exec.
+    argv += ["--entrypoint", "sleep", image.tag, "infinity"]
+    return remote_cmd(*argv)
+
+
+# -- ray -------------------------------------------------------------------------
+
+
+def _ray_common(inventory: Inventory, node: Node, ip: str) -> list[str]:
+    ray = inventory.ray
+    argv = [
+        f"--node-ip-address={ip}",
+        f"--object-manager-port={ray.object_manager_port}",
+        f"--node-manager-port={ray.node_manager_port}",
+        f"--min-worker-port={ray.min_worker_port}",
+        f"--max-worker-port={ray.max_worker_port}",
+        f"--num-gpus={node.gpus}",
+        "--disable-usage-stats",
+    ]
+    if node.cpus is not None:
+        argv.append(f"--num-cpus={node.cpus}")
+    return argv
+
+
+def ray_head_command(inventory: Inventory, node: Node, ip: str) -> str:
+    """``ray start --head`` inside the head node's container, bound to its cluster address."""
+    ray = inventory.ray
+    argv = ["docker", "exec", inventory.container_name(node), "ray", "start", "--head", f"--port={ray.port}"]
+    argv += _ray_common(inventory, node, ip)
+    if ray.dashboard:
+        argv += ["--include-dashboard=true", f"--dashboard-host={ip}", f"--dashboard-port={ray.dashboard_port}"]
+    else:
+        argv += ["--include-dashboard=false"]
+    return remote_cmd(*argv)
+
+
+def ray_worker_command(inventory: Inventory, node: Node, ip: str, head_ip: str) -> str:
+    """``ray start --address=<head>`` inside a worker node's container."""
+    argv = [
+        "docker", "exec", inventory.container_name(node), "ray", "start",
+        f"--address={head_ip}:{inventory.ray.port}",
+    ]
+    argv += _ray_common(inventory, node, ip)
+    return remote_cmd(*argv)
+
+
+def ray_stop_command(inventory: Inventory, node: Node) -> str:
+    return remote_cmd("docker", "exec", inventory.container_name(node), "ray", "stop", "--force")
+
+
+# Runs inside the head container: prints one JSON list of Ray's nodes. A plain
+# TCP probe first, so a head without Ray answers at once instead of after
+# ray.init's connection retries.
+RAY_NODES_SCRIPT = """
+import json, socket, sys, os
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+ip, port = sys.argv[1], int(sys.argv[2])
+try:
+    socket.create_connection((ip, port), timeout=3).close()
+except OSError as exc:
+    print(json.dumps({"error": "no Ray head at %s:%d (%s)" % (ip, port, exc)}))
+    sys.exit(0)
+import logging
+import ray
+ray.init(address="%s:%d" % (ip, port), _node_ip_address=ip, logging_level=logging.ERROR,
+         log_to_driver=False, configure_logging=False)
+nodes = [{"ip": n["NodeManagerAddress"], "alive": bool(n["Alive"]), "node_id": n["NodeID"],
+          "resources": n.get("Resources", {})} for n in ray.nodes()]
+print(json.dumps({"nodes": nodes}))
+"""
+
+
+def ray_nodes_command(inventory: Inventory, head: Node, head_ip: str) -> str:
+    """Lists Ray's nodes as JSON, from inside the head container."""
+    return remote_cmd(
+        "docker", "exec", inventory.container_name(head), "python", "-c", RAY_NODES_SCRIPT, head_ip, inventory.ray.port
+    )
+
+
+def parse_ray_nodes(stdout: str) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """(alive nodes by IP -> {node_id, resources}, error or None) from the script's output."""
+    line = next((ln for ln in reversed(stdout.strip().splitlines()) if ln.startswith("{")), "")
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return {}, f"unexpected output: {stdout.strip()[-200:]!r}"
+    if "error" in data:
+        return {}, str(data["error"])
+    alive = {n["ip"]: n for n in data.get("nodes", []) if n.get("alive")}
+    return alive, None
+
+
+def ray_resources_ok(node: Node, resources: dict[str, float]) -> bool:
+    """True when a Ray node offers what the inventory says it should."""
+    if node.cpus is not None and int(resources.get("CPU", 0)) != node.cpus:
+        return False
+    if int(resources.get("GPU", 0)) != node.gpus:
+        return False
+    return True
+
+
+# -- status and teardown ---------------------------------------------------------
+
+
+def list_containers_command(inventory: Inventory) -> str:
+    """Names of every container orch created for this cluster on the node (running or not)."""
+    return remote_cmd(
+        "docker", "ps", "-a", "--filter", f"label={CLUSTER_LABEL}={inventory.cluster}", "--format", "{{.Names}}"
+    )
+
+
+def remove_containers_command(names: list[str]) -> str:
+    return remote_cmd("docker", "rm", "-f", *names)
+
+
+def loaded_images_command(node: Node) -> str:
+    """Prints ``<id> <tag>`` lines of the images orch loaded on the node."""
+    return remote_cmd("cat", data_path(node, IMAGES_LOADED))
+
+
+def parse_loaded_images(stdout: str) -> list[tuple[str, str]]:
+    pairs = []
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and (parts[0], parts[1]) not in pairs:
+            pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def remove_image_command(tag: str) -> str:
+    return remote_cmd("docker", "image", "rm", tag)
+
+
+def manifest_exists_command(node: Node) -> str:
+    return remote_cmd("test", "-f", data_path(node, MANIFEST))
+
+
+def remove_data_command(node: Node) -> str:
+    """Removes only the entries orch owns in data_dir, then data_dir itself if that left it empty."""
+    paths = [data_path(node, name) for name in OWNED]
+    return f"{remote_cmd('rm', '-rf', '--', *paths)} && {remote_cmd('rmdir', '--ignore-fail-on-non-empty', node.data_dir)}"

@@ -1,0 +1,261 @@
+"""``orch status``, ``orch teardown`` and running things in the head container.
+
+``exec_in_head`` and ``fetch_run_dir`` are what ``orch bench --inventory``
+uses: the benchmark driver runs inside the head node's container (a
+``docker exec`` over SSH, its output streamed back), writes its run
+directory under ``/data/runs``, and the controller copies it back.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from orchestrator.deploy import plan
+from orchestrator.deploy.local_images import image_tag
+from orchestrator.errors import InputError, RemoteError
+from orchestrator.inventory import Inventory, Node
+from orchestrator.ssh.fanout import NodeResult, fan_out
+from orchestrator.ssh.transport import OutputCallback, Result, Transport, check, remote_cmd
+
+
+@dataclass
+class NodeStatus:
+    """One row of ``orch status``."""
+
+    name: str
+    host: str
+    profile: str
+    reachable: bool = False
+    error: str = ""
+    image: str = ""  # tag
+    image_id: str = ""  # on the node, "" when absent
+    container: str = ""  # docker status ("running", "exited", ...) or "" when absent
+    container_current: bool = False  # runs the image the tag names now
+    ray_ip: str = ""
+    ray_alive: bool = False
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+def _status_node(transport: Transport, inventory: Inventory, node: Node) -> NodeStatus:
+    tag = image_tag(inventory, node.profile)
+    status = NodeStatus(node.name, node.host, node.profile, image=tag, ray_ip=plan.ray_ip(node) or "")
+    try:
+        got = transport.run(node.name, plan.image_id_command(tag), timeout=60)
+    except RemoteError as exc:
+        status.error = str(exc)
+        return status
+    status.reachable = True
+    status.image_id = got.stdout.strip() if got.ok else ""
+    got = transport.run(node.name, plan.container_inspect_command(inventory, node), timeout=60)
+    state = plan.parse_container(got.ok, got.stdout)
+    if state is not None:
+        status.container = state[0]
+        status.container_current = bool(status.image_id) and state[1] == status.image_id
+    if not status.ray_ip:
+        deployed = transport.run(node.name, remote_cmd("cat", plan.data_path(node, plan.DEPLOY_JSON)), timeout=60)
+        if deployed.ok:
+            import json
+
+            try:
+                info = json.loads(deployed.stdout)
+                status.ray_ip = next((n.get("ray_ip") or "" for n in info.get("nodes", []) if n.get("name") == node.name), "")
+            except ValueError:
+                pass
+    return status
+
+
+def status(inventory: Inventory, transport: Transport) -> list[NodeStatus]:
+    """Every node's state: reachable, image, container, and (from the head) Ray membership and resources.
+
+    Never raises for a node's failure: an unreachable node is a row with its error.
+    """
+    results = fan_out(inventory.nodes, lambda n: _status_node(transport, inventory, n))
+    rows = []
+    for node in inventory.nodes:
+        result = results[node.name]
+        if result.ok:
+            rows.append(result.value)
+        else:
+            rows.append(NodeStatus(node.name, node.host, node.profile, error=str(result.error)))
+    by_name = {row.name: row for row in rows}
+    head = by_name[inventory.head]
+    if head.reachable and head.container == "running" and head.ray_ip:
+        command = plan.ray_nodes_command(inventory, inventory.head_node, head.ray_ip)
+        got = transport.run(inventory.head, command, timeout=90)
+        alive, _error = plan.parse_ray_nodes(got.stdout) if got.ok else ({}, got.stderr)
+        for row in rows:
+            info = alive.get(row.ray_ip)
+            if info is not None:
+                row.ray_alive = True
+                row.resources = {k: v for k, v in info.get("resources", {}).items() if k in ("CPU", "GPU", "memory")}
+    return rows
+
+
+@dataclass
+class TeardownReport:
+    """What teardown removed on one node."""
+
+    containers: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    data: bool = False
+
+
+def _teardown_node(transport: Transport, inventory: Inventory, node: Node, images: bool, data: bool) -> TeardownReport:
+    host = node.name
+    report = TeardownReport()
+    listed = transport.run(host, plan.list_containers_command(inventory), timeout=60)
+    check(listed, host=host, command=plan.list_containers_command(inventory), what="docker ps")
+    names = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+    if names:
+        command = plan.remove_containers_command(names)
+        check(transport.run(host, command, timeout=180), host=host, command=command, what="removing containers")
+        report.containers = names
+    if images:
+        loaded = transport.run(host, plan.loaded_images_command(node), timeout=60)
+        for image_id, tag in plan.parse_loaded_images(loaded.stdout if loaded.ok else ""):
+            now = transport.run(host, plan.image_id_command(tag), timeout=60)
+            # Only when the tag still names the image orch loaded: a newer one is not ours.
+            if now.ok and now.stdout.strip() == image_id:
+                command = plan.remove_image_command(tag)
+                check(transport.run(host, command, timeout=180), host=host, command=command, what=f"removing {tag}")
+                report.images.append(tag)
+    if data:
+        # Only a data_dir orch manages (it holds orch's manifest) is cleaned.
+        if transport.run(host, plan.manifest_exists_command(node), timeout=60).ok:
+            command = plan.remove_data_command(node)
+            check(transport.run(host, command, timeout=300), host=host, command=command, what="removing data")
+            report.data = True
+    return report
+
+
+def teardown(
+    inventory: Inventory, transport: Transport, *, images: bool = False, data: bool = False
+) -> dict[str, NodeResult[TeardownReport]]:
+    """Remove what orch created on every node: its containers; with ``images`` the images it
+    loaded (while their tag still names them); with ``data`` its entries in data_dir.
+
+    Returns:
+        node name -> result; the caller reports failed nodes (``raise_failures``).
+    """
+    return fan_out(inventory.nodes, lambda n: _teardown_node(transport, inventory, n, images, data))
+
+
+def _own_transport(inventory: Inventory, transport: Transport | None) -> tuple[Transport, bool]:
+    if transport is not None:
+        return transport, False
+    from orchestrator.ssh.paramiko_transport import ParamikoTransport
+
+    return ParamikoTransport.from_inventory(inventory), True
+
+
+def exec_in_head(
+    inventory: Inventory,
+    argv: list[str],
+    *,
+    stream: bool = True,
+    transport: Transport | None = None,
+    env: dict[str, str] | None = None,
+    on_output: OutputCallback | None = None,
+    timeout: float | None = None,
+) -> Result:
+    """Run ``argv`` inside the head node's orch container (``docker exec`` over SSH).
+
+    Args:
+        inventory: the deployed cluster.
+        argv: the command and its arguments (each quoted for the remote shell).
+        stream: copy the command's output to this process's stdout/stderr as it
+            arrives (ignored when ``on_output`` is given).
+        transport: an open transport (default: a new ``ParamikoTransport``, closed after).
+        env: extra environment variables for the command.
+        on_output: called with ("stdout"|"stderr", text) as output arrives.
+        timeout: seconds before the command is abandoned (None: no limit).
+
+    Returns:
+        The command's exit status and output.
+    """
+    if not argv:
+        raise InputError("exec_in_head needs a command")
+    args = ["docker", "exec"]
+    for key, value in sorted((env or {}).items()):
+        args += ["-e", f"{key}={value}"]
+    command = remote_cmd(*args, inventory.container_name(inventory.head_node), *argv)
+    if on_output is None and stream:
+        def on_output(stream_name: str, text: str) -> None:
+            target = sys.stdout if stream_name == "stdout" else sys.stderr
+            target.write(text)
+            target.flush()
+
+    transport, owned = _own_transport(inventory, transport)
+    try:
+        return transport.run(inventory.head, command, timeout=timeout, on_output=on_output)
+    finally:
+        if owned:
+            transport.close()
+
+
+def host_path(node: Node, container_path: str) -> str:
+    """The path on the node of a path inside orch's container (``/data/...`` -> ``<data_dir>/...``).
+
+    Raises:
+        InputError: the path is not under /data (only that is shared with the node).
+    """
+    path = PurePosixPath(container_path)
+    data = PurePosixPath(plan.CONTAINER_DATA)
+    if not path.is_absolute():
+        path = data / path
+    if ".." in path.parts or (path != data and data not in path.parents):
+        raise InputError(f"{container_path} is not under {plan.CONTAINER_DATA}, so it cannot be fetched from the node")
+    return node.data_dir + "/" + str(path.relative_to(data)) if path != data else node.data_dir
+
+
+def fetch_run_dir(
+    inventory: Inventory,
+    remote_dir: str,
+    local_dir: Path,
+    *,
+    transport: Transport | None = None,
+    last: str = "run.json",
+) -> Path:
+    """Copy a run directory written in the head container back to this machine.
+
+    Args:
+        inventory: the deployed cluster.
+        remote_dir: the run directory as the container sees it (``/data/runs/<id>``),
+            or relative to ``/data``.
+        local_dir: where to put it (created).
+        transport: an open transport (default: a new one, closed after).
+        last: the file copied last, so its presence marks a complete copy.
+
+    Returns:
+        ``local_dir``.
+
+    Raises:
+        RemoteError: the directory is missing or a copy failed.
+    """
+    head = inventory.head_node
+    source = host_path(head, remote_dir)
+    transport, owned = _own_transport(inventory, transport)
+    try:
+        command = remote_cmd("find", source, "-type", "f", "-printf", "%P\\n")
+        listed = check(transport.run(head.name, command, timeout=120), host=head.name, command=command,
+                       what=f"listing {source}")
+        names = sorted(line for line in listed.stdout.splitlines() if line and ".." not in line.split("/"))
+        if not names:
+            raise RemoteError(f"node {head.name}: run directory {source} is empty", host=head.name)
+        names.sort(key=lambda n: n == last)
+        local_dir = Path(local_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            transport.get(head.name, f"{source}/{name}", local_dir / name)
+        return local_dir
+    finally:
+        if owned:
+            transport.close()
+
+
+def describe(results: dict[str, NodeResult[Any]]) -> dict[str, str]:
+    """node -> error line, for the failed nodes of a fan-out."""
+    return {name: str(r.error) for name, r in results.items() if not r.ok}
