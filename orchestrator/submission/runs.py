@@ -8,11 +8,12 @@ them itself before packaging.
 Two kinds of findings:
 
 - *faults* make a run unusable whatever the flags: no run.json, loadgen
-  errors, an accuracy run that did not cover the whole sample library,
-  runs that disagree on system, model or data set.
+  errors, answers missing from the accuracy log, runs that disagree on
+  system, model or data set.
 - *reasons* a run is not a valid MLPerf result although it is honest:
-  loadgen says INVALID, a test-mode run, settings below the official
-  minimums. ``--allow-invalid`` lets such runs through, marked.
+  loadgen says INVALID, a test-mode run, an accuracy run on part of the
+  sample library, settings below the official minimums. They are refused
+  unless ``--allow-invalid``, which lets them through, marked.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class DetailLog:
     """The parts of ``mlperf_log_detail.txt`` orch needs.
 
     Attributes:
-        values: key -> value of every ``:::MLLOG`` entry (the last one wins).
+        values: key -> value of every ``:::MLLOG`` entry (the first one wins, as in the checker).
         errors: the ``value`` of every entry loadgen flagged as an error.
     """
 
@@ -103,7 +104,7 @@ def parse_detail_log(path: Path) -> DetailLog:
         except json.JSONDecodeError as exc:
             raise SubmissionError(f"{path}:{number}: not a loadgen log line ({exc.msg})") from exc
         key = str(entry.get("key", ""))
-        log.values[key] = entry.get("value")
+        log.values.setdefault(key, entry.get("value"))  # the first one wins, as in the checker
         if entry.get("metadata", {}).get("is_error") or key.startswith("error"):
             log.errors.append(f"{key}: {entry.get('value')}")
     if not log.values:
@@ -205,39 +206,40 @@ def performance_reasons(run: Run) -> list[str]:
 
 
 def accuracy_faults(run: Run) -> list[str]:
-    """Faults of an accuracy run: incomplete coverage, missing EM/F1."""
+    """Faults of an accuracy run: answers missing from its log, no EM/F1, a QSL that is not the one run.json names."""
     faults = []
     total, count = run.meta.get("total_sample_count"), run.meta.get("count")
-    if not isinstance(total, int) or not isinstance(count, int):
-        faults.append(f"{run.path / 'run.json'}: total_sample_count/count missing")
-    elif count < total:
-        faults.append(
-            f"{run.path}: the accuracy run used {count} of {total} samples; it must cover the whole "
-            "sample library (run it again without --count)"
-        )
+    if not isinstance(total, int) or not isinstance(count, int) or not 0 < count <= total:
+        faults.append(f"{run.path / 'run.json'}: total_sample_count/count missing or inconsistent ({count} of {total})")
+        count = None
     reported = run.detail.values.get("qsl_reported_total_count")
-    if isinstance(total, int) and isinstance(reported, int) and reported != total:
-        faults.append(f"{run.path / DETAIL}: loadgen's QSL had {reported} samples, run.json says {total}")
+    if count is not None and isinstance(reported, int) and reported != count:
+        faults.append(f"{run.path / DETAIL}: loadgen's QSL had {reported} samples, run.json says {count} were used")
     for key in ("exact_match", "f1"):
         if not isinstance(run.meta.get(key), (int, float)):
             faults.append(f"{run.path / 'run.json'}: \"{key}\" is missing (was accuracy scored?)")
     log = run.path / ACCURACY_LOG
     if not log.is_file():
         faults.append(f"{log}: missing")
-    elif isinstance(total, int):
-        seen = accuracy_log_indices(log)
-        missing = total - len(seen & set(range(total)))
+    elif count is not None:
+        # The QSL holds samples 0..count-1; each must have its answer logged.
+        missing = count - len(accuracy_log_indices(log) & set(range(count)))
         if missing:
-            faults.append(f"{log}: {missing} of {total} samples have no logged answer; the accuracy run is incomplete")
+            faults.append(f"{log}: {missing} of the {count} samples run have no logged answer; the accuracy run is incomplete")
     return faults
 
 
 def accuracy_reasons(run: Run) -> list[str]:
-    """Why an accuracy run does not count for the official checker (honest but not valid)."""
+    """Why an accuracy run does not give the official accuracy (honest, but not valid)."""
     reasons = []
+    total, count = run.meta.get("total_sample_count"), run.meta.get("count")
+    if isinstance(total, int) and isinstance(count, int) and count < total:
+        reasons.append(
+            f"the accuracy run used {count} of {total} samples, not the whole sample library "
+            "(its EM/F1 are not the data set's)"
+        )
     if run.meta.get("execution") != "valid":
         reasons.append(f"accuracy run.json execution is {run.meta.get('execution')!r}")
-    total = run.meta.get("total_sample_count")
     if isinstance(total, int) and total != OFFICIAL_DATASET_SIZE:
         reasons.append(
             f"the sample library has {total} samples, not the {OFFICIAL_DATASET_SIZE} of the SQuAD v1.1 dev set"

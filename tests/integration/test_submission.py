@@ -188,10 +188,26 @@ def test_loadgen_error_is_refused_even_with_allow_invalid(lg, tmp_path):
         assemble([lg["perf_error"], lg["acc"]], out=tmp_path / "out", submitter="Acme", system_name="sys1", allow_invalid=True)
 
 
-def test_accuracy_run_on_part_of_the_library_is_refused(lg, tmp_path):
+@pytest.fixture(scope="module")
+def acc_part(tmp_path_factory):
+    """A real accuracy run on 12 samples of a 20-sample library (loadgen's QSL holds the 12)."""
+    path = make_run_dir(tmp_path_factory.mktemp("part") / "acc", mode="accuracy", total=12)
+    _edit_run_json(path, total_sample_count=20)
+    return path
+
+
+def test_accuracy_run_on_part_of_the_library_is_refused_unless_allowed_and_marked(lg, acc_part, tmp_path):
+    with pytest.raises(SubmissionError, match="the accuracy run used 12 of 20 samples"):
+        assemble([lg["perf"], acc_part], out=tmp_path / "out", submitter="Acme", system_name="sys1")
+    result = assemble([lg["perf"], acc_part], out=tmp_path / "out", submitter="Acme", system_name="sys1", allow_invalid=True)
+    assert any("used 12 of 20 samples" in r for r in result.invalid_reasons)
+    assert "used 12 of 20 samples" in (result.submitter_dir / OFFLINE / "README.md").read_text()
+
+
+def test_accuracy_run_json_count_that_loadgen_did_not_run_is_refused(lg, tmp_path):
     acc = copy_run(lg["acc"], tmp_path / "acc")
     _edit_run_json(acc, count=10)
-    with pytest.raises(SubmissionError, match="used 10 of 20 samples"):
+    with pytest.raises(SubmissionError, match="loadgen's QSL had 20 samples, run.json says 10"):
         assemble([lg["perf"], acc], out=tmp_path / "out", submitter="Acme", system_name="sys1", allow_invalid=True)
 
 
@@ -200,7 +216,7 @@ def test_accuracy_log_with_missing_answers_is_refused(lg, tmp_path):
     log = acc / "mlperf_log_accuracy.json"
     entries = json.loads(log.read_text())
     log.write_text(json.dumps([e for e in entries if e["qsl_idx"] not in (3, 7)]))
-    with pytest.raises(SubmissionError, match="2 of 20 samples have no logged answer"):
+    with pytest.raises(SubmissionError, match="2 of the 20 samples run have no logged answer"):
         assemble([lg["perf"], acc], out=tmp_path / "out", submitter="Acme", system_name="sys1", allow_invalid=True)
 
 
