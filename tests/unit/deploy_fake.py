@@ -1,0 +1,128 @@
+"""A fake cluster behind RecordingTransport: nodes with Docker images, containers and Ray."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from orchestrator.deploy.plan import ImageFacts
+from orchestrator.ssh import RecordingTransport, Result
+
+IMAGE = ImageFacts(tag="orch/cpu-onnxruntime:latest", id="sha256:" + "a" * 64, arch="amd64", size=1000)
+
+
+@dataclass
+class FakeNode:
+    ip: str
+    cpus: int = 2
+    arch: str = "x86_64"
+    images: dict = field(default_factory=dict)  # tag -> id
+    containers: dict = field(default_factory=dict)  # name -> [status, image id, cluster label or None]
+    ray: str = ""  # "" | "head" | "worker"
+    free: int = 10**12
+
+
+class FakeImages:
+    def __init__(self, facts=IMAGE, payload=b"tar" * 1000):
+        self._facts = facts
+        self.payload = payload
+        self.saved = 0
+
+    def facts(self, tag, profile=None):
+        assert tag == self._facts.tag
+        return self._facts
+
+    def save(self, tag):
+        self.saved += 1
+        return iter([self.payload[:1000], self.payload[1000:]])
+
+
+class FakeCluster:
+    """Answers the commands deploy, status and teardown send, keeping node state."""
+
+    def __init__(self, nodes: dict[str, FakeNode], head: str, image: ImageFacts = IMAGE):
+        self.nodes = nodes
+        self.head = head
+        self.image = image
+        self.transport = RecordingTransport(responder=self.respond)
+
+    def _file(self, host, path):
+        return self.transport.remote_files.get((host, path))
+
+    def respond(self, host: str, command: str) -> Result:  # noqa: C901 - a small shell
+        node = self.nodes[host]
+        argv = shlex.split(command.split(" 2>/dev/null")[0].split(" >> ")[0].split(" && ")[0])
+        if command == "uname -m":
+            return Result(0, node.arch + "\n", "")
+        if argv[:2] == ["docker", "version"]:
+            return Result(0, "24.0.7\n", "")
+        if argv[:2] == ["docker", "info"]:
+            return Result(0, "/var/lib/docker\n", "")
+        if argv[0] == "df":
+            rows = "".join(f"/dev/x 1 1 {node.free} 1% {p}\n" for p in argv[3:])
+            return Result(0, "Filesystem 1-blocks Used Available Capacity Mounted on\n" + rows, "")
+        if argv[:3] == ["docker", "image", "inspect"]:
+            tag = argv[-1]
+            return Result(0, node.images[tag] + "\n", "") if tag in node.images else Result(1, "", f"Error: No such image: {tag}\n")
+        if command == "docker load":
+            node.images[self.image.tag] = self.image.id
+            return Result(0, f"Loaded image: {self.image.tag}\n", "")
+        if argv[:3] == ["docker", "image", "rm"]:
+            node.images.pop(argv[3], None)
+            return Result(0, "", "")
+        if argv[0] == "cat":
+            data = self._file(host, argv[1])
+            return Result(0, data.decode(), "") if data is not None else Result(1, "", "cat: No such file\n")
+        if argv[0] == "find":
+            paths = argv[1 : argv.index("-maxdepth")]
+            lines = "".join(f"{len(self._file(host, p))} {p}\n" for p in paths if self._file(host, p) is not None)
+            return Result(0, lines, "")
+        if argv[:2] == ["docker", "inspect"]:
+            state = node.containers.get(argv[-1])
+            return Result(0, f"{state[0]} {state[1]}\n", "") if state else Result(1, "", "Error: No such container\n")
+        if argv[:3] == ["docker", "rm", "-f"]:
+            for name in argv[3:]:
+                node.containers.pop(name, None)
+                node.ray = ""
+            return Result(0, "", "")
+        if argv[:2] == ["docker", "run"]:
+            name = argv[argv.index("--name") + 1]
+            label = argv[argv.index("--label") + 1].split("=", 1)[1]
+            node.containers[name] = ["running", node.images[argv[-2]], label]
+            return Result(0, "f00d\n", "")
+        if argv[:2] == ["docker", "ps"]:
+            wanted = argv[argv.index("--filter") + 1].split("=", 2)[2]
+            return Result(0, "".join(f"{n}\n" for n, c in node.containers.items() if c[2] == wanted), "")
+        if argv[:2] == ["docker", "exec"] and argv[3:5] == ["ray", "start"]:
+            node.ray = "head" if "--head" in argv else "worker"
+            return Result(0, "Ray runtime started.\n", "")
+        if argv[:2] == ["docker", "exec"] and argv[3:5] == ["ray", "stop"]:
+            node.ray = ""
+            return Result(0, "", "")
+        if argv[:2] == ["docker", "exec"] and argv[3:5] == ["python", "-c"]:
+            head = self.nodes[self.head]
+            if head.ray != "head":
+                return Result(0, json.dumps({"error": "no Ray head"}) + "\n", "")
+            alive = [
+                {"ip": n.ip, "alive": True, "node_id": name, "resources": {"CPU": float(n.cpus), "memory": 1e9}}
+                for name, n in self.nodes.items()
+                if n.ray
+            ]
+            return Result(0, json.dumps({"nodes": alive}) + "\n", "")
+        if argv[0] == "printf":
+            target = shlex.split(command.split(" >> ")[1])[0]
+            line = (argv[1].replace("\\n", "\n") % tuple(argv[2:])).encode()
+            self.transport.remote_files[(host, target)] = (self._file(host, target) or b"") + line
+            return Result(0, "", "")
+        if argv[0] in ("mkdir", "test", "rm", "true"):
+            if argv[0] == "test":
+                return Result(0 if self._file(host, argv[-1]) is not None else 1, "", "")
+            return Result(0, "", "")
+        raise AssertionError(f"fake cluster: unexpected command on {host}: {command}")
+
+
+def redact(commands: list[str]) -> list[str]:
+    """Commands with the long inline Python script shortened (it is checked in test_deploy_plan)."""
+    return [re.sub(r"python -c '.*?' ", "python -c SCRIPT ", c, flags=re.S) for c in commands]
