@@ -35,6 +35,7 @@ _COMMAND_MODULES: list[str] = [
     "orchestrator.cli.bench_cmd",
     "orchestrator.cli.fetch_cmd",
     "orchestrator.cli.images_cmd",
+    "orchestrator.cli.sandbox_cmd",
     "orchestrator.cli.deploy_cmd",
 ]
 
