@@ -50,12 +50,13 @@ def submit_command(
         command=_command_line(run_dirs, submitter, system_name, division, out, system_meta, allow_invalid, force),
     )
     console = Console(highlight=False, soft_wrap=True)
-    columns = ("system", "model", "scenario", "result", "units", "accuracy", "nodes", "valid")
-    table = Table(title=f"MLPerf submission ({result.rows[0]['division']}, {result.rows[0]['submitter']})")
+    first = result.rows[0]
+    columns = ("system", "result", "units", "accuracy", "nodes", "valid")
+    table = Table(title=f"MLPerf submission: {first['model']} {first['scenario']} ({first['division']}, {first['submitter']})")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in result.rows:
-        table.add_row(*(str(row[c]) for c in columns))
+        table.add_row(*(str(row[c]).replace(" F1=", "\nF1=") for c in columns))
     console.print(table)
     if not result.valid:
         console.print("[bold red]NOT A VALID MLPERF RESULT[/] (packaged with --allow-invalid):")
