@@ -12,14 +12,14 @@ SAVE_CHUNK = 4 << 20
 
 
 def default_tag(profile: str) -> str:
-    """orch's own tag for a profile's image (``orch images build`` makes it)."""
-    try:
-        from orchestrator.images import profiles
+    """orch's own tag for a profile's image: the content-addressed tag ``orch images build`` gives it.
 
-        repository = profiles.get_profile(profile).repository
-    except ImportError:  # the images package is optional on a controller that only deploys
-        repository = f"orch/{profile}"
-    return f"{repository}:latest"
+    Raises:
+        InputError: no image was built for the profile with this checkout (says what to run).
+    """
+    from orchestrator.images.plan import expected_image
+
+    return expected_image(profile)
 
 
 def image_tag(inventory: Any, profile: str) -> str:

@@ -40,10 +40,15 @@ class NodeStatus:
 
 
 def _status_node(transport: Transport, inventory: Inventory, node: Node) -> NodeStatus:
-    tag = image_tag(inventory, node.profile)
+    try:
+        tag = image_tag(inventory, node.profile)
+    except InputError:
+        tag = f"(no {node.profile} image built here)"
     status = NodeStatus(node.name, node.host, node.profile, image=tag, ray_ip=plan.ray_ip(node) or "")
     try:
         got = transport.run(node.name, plan.image_id_command(tag), timeout=60)
+        if tag.startswith("("):
+            got = Result(1, "", "")
     except RemoteError as exc:
         status.error = str(exc)
         return status
