@@ -17,7 +17,9 @@ from .deploy_fake import IMAGE, FakeCluster, FakeImages, FakeNode, redact
 def make_inventory(n=2, **node1):
     nodes = [{"name": f"n{i}", "host": f"10.77.0.{i + 1}", "profile": "cpu-onnxruntime", "cpus": 2} for i in range(1, n + 1)]
     nodes[0].update(node1)
-    return parse_inventory({"cluster": "lab", "head": "n1", "nodes": nodes}, path=Path("c.yaml"))
+    return parse_inventory(
+        {"cluster": "lab", "head": "n1", "images": {"cpu-onnxruntime": IMAGE.tag}, "nodes": nodes}, path=Path("c.yaml")
+    )
 
 
 @pytest.fixture
