@@ -63,7 +63,7 @@ def submit_command(
         for reason in result.invalid_reasons:
             console.print(f"  - {reason}")
     console.print(f"tree: {result.submitter_dir}")
-    console.print(f"tarball: {result.tarball}")
+    console.print(f"tarball: {result.tarball} (check it unpacked in an empty folder: MLCommons checker, --version v6.1)")
     console.print(f"summary: {result.summary_csv}, {result.summary_json}")
     console.print(f"full accuracy log (keep it, MLCommons may ask): {result.full_accuracy_log}")
 

@@ -339,5 +339,7 @@ Commands recorded in the runs' run.json:
 - accuracy run: `{acc.meta.get('command', '')}`
 - this tree: `{command or 'orch submit (called from orch bench)'}`
 
-Packaged by orch {__version__}.
+Packaged by orch {__version__} for MLPerf Inference v6.1 (loadgen 6.0.17 carries the v6.1 seeds).
+To check it, unpack mlperf_submission.tar.gz into an empty folder (it holds only `open/`) and run
+the MLCommons checker there (`tools/submission` of mlcommons/inference) with `--version v6.1`.
 """
