@@ -130,6 +130,10 @@ def assemble(
     out = Path(out).resolve()
     if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
         raise SubmissionError(f"{out} already exists", hint="choose another --out or pass --force to replace it")
+    for run_dir in run_dirs:
+        # --force replaces out: it must not take the runs down with it.
+        if Path(run_dir).resolve().is_relative_to(out):
+            raise SubmissionError(f"--out {out} contains the run directory {run_dir}", hint="choose another --out")
     meta = load_system_meta(system_meta) if system_meta else {}
 
     perf, acc = runs_mod.pick_runs([Path(p) for p in run_dirs])
@@ -145,6 +149,7 @@ def assemble(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    work.chmod(0o755)  # mkdtemp makes it private; the tree is meant to be shared
     try:
         result = _build(work, perf, acc, submitter=submitter, system_name=system_name, division=division,
                         meta=meta, reasons=reasons, command=command)  # fmt: skip

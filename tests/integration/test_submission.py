@@ -320,3 +320,30 @@ def test_cli_exit_codes_and_one_line_errors(lg, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "d"), "--allow-invalid", "--system-meta", str(meta)]) == 2
     err = capsys.readouterr().err
     assert "m.yaml" in err and "division" in err and err.count("\n") == 1
+
+
+def test_force_never_deletes_the_runs_it_packages(lg, tmp_path):
+    out = tmp_path / "out"
+    perf, acc = copy_run(lg["perf"], out / "perf"), copy_run(lg["acc"], out / "acc")
+    with pytest.raises(SubmissionError, match="contains the run directory"):
+        assemble([perf, acc], out=out, submitter="Acme", system_name="sys1", allow_invalid=True, force=True)
+    assert (perf / "run.json").is_file() and (acc / "run.json").is_file()
+
+
+def test_two_different_nodes_are_described_truthfully(tmp_path):
+    from orchestrator.facts import collect_facts
+
+    here = collect_facts()
+    other = {**here, "hostname": "node-b", "cpu_model": "Other CPU 9000", "sockets": 2,
+             "accelerators": [{"model": "NVIDIA H100 80GB HBM3", "memory_bytes": 80 * 2**30}]}  # fmt: skip
+    perf = make_run_dir(tmp_path / "perf", mode="performance", facts=[here, other])
+    acc = make_run_dir(tmp_path / "acc", mode="accuracy", facts=[here, other])
+    result = assemble([perf, acc], out=tmp_path / "out", submitter="Acme", system_name="two", allow_invalid=True)
+    system = json.loads(result.system_json.read_text())
+    assert system["number_of_nodes"] == "2"
+    assert "Other CPU 9000 (1 node)" in system["host_processor_model_name"]
+    assert f"{here['cpu_model']} (1 node)" in system["host_processor_model_name"]
+    assert system["accelerator_model_name"] == "NVIDIA H100 80GB HBM3 (1 node) + none (1 node)"
+    assert "node2 (node-b): 2x Other CPU 9000" in system["hw_notes"] and f"node1 ({here['hostname']})" in system["hw_notes"]
+    assert result.rows[0]["nodes"] == 2
+    assert oct(result.out.stat().st_mode & 0o777) == "0o755"
