@@ -107,8 +107,8 @@ def test_tree_has_every_file_and_field_the_layout_requires(lg, tmp_path):
     # accuracy.txt: the EM/F1 line the checker parses, then the hash of the FULL log.
     full = lg["acc"] / "mlperf_log_accuracy.json"
     lines = (res / "accuracy/accuracy.txt").read_text().splitlines()
-    assert re.match(F1_PATTERN, lines[0]).group(1) == "55.679"
-    assert json.loads(lines[0]) == {"exact_match": 41.234, "f1": 55.679}
+    assert re.match(F1_PATTERN, lines[0]).group(1) == "55.6789"
+    assert json.loads(lines[0]) == {"exact_match": 41.2345, "f1": 55.6789}
     assert lines[1] == f"hash={_sha256(full)}"
     assert result.full_accuracy_log.read_bytes() == full.read_bytes()
     assert not result.full_accuracy_log.is_relative_to(out / "open")
