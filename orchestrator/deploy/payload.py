@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.deploy.plan import CONTAINER_DATA, DEPLOY_JSON, MANIFEST, data_path
+from orchestrator.deploy.plan import CONTAINER_DATA, DEPLOY_JSON, MANIFEST, STATE_DIR, data_path
 from orchestrator.errors import InputError, RemoteError
 from orchestrator.inventory import Inventory, Node
 from orchestrator.paths import cache_dir, cache_subdir
@@ -169,7 +169,7 @@ def remote_sizes_command(node: Node, payload: Payload) -> str:
 
 
 def mkdirs_command(node: Node, files: list[PayloadFile]) -> str:
-    parents = sorted({os.path.dirname(data_path(node, f.relative)) for f in files})
+    parents = sorted({os.path.dirname(data_path(node, f.relative)) for f in files} | {data_path(node, STATE_DIR)})
     return remote_cmd("mkdir", "-p", *parents)
 
 
@@ -242,7 +242,7 @@ def ship_payload(
     sizes = transport.run(host, remote_sizes_command(node, payload), timeout=60)
     current = transport.run(host, remote_cmd("cat", data_path(node, DEPLOY_JSON)), timeout=60)
     send = files_to_send(node, payload, manifest.stdout if manifest.ok else "", sizes.stdout)
-    if send:
+    if send or not manifest.ok:
         command = mkdirs_command(node, send)
         check(transport.run(host, command, timeout=60), host=host, command=command, what="creating folders in data_dir")
         for f in send:

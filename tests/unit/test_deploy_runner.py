@@ -60,7 +60,7 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
         "cat /var/lib/orch/.orch/manifest.json",
         f"find /var/lib/orch/{m} /var/lib/orch/{v} /var/lib/orch/{d} -maxdepth 0 -type f -printf '%s %p\\n' 2>/dev/null; true",
         "cat /var/lib/orch/deploy.json",
-        "mkdir -p /var/lib/orch/files",
+        "mkdir -p /var/lib/orch/.orch /var/lib/orch/files",
         "docker inspect --type container --format '{{.State.Status}} {{.Image}}' orch-lab-n2",
         "docker run -d --name orch-lab-n2 --label org.orch.cluster=lab --label org.orch.node=n2 --network host "
         "--shm-size 2g --restart no -e ORCH_CACHE_DIR=/data/cache -e ORCH_NODE=n2 -e RAY_USAGE_STATS_ENABLED=0 "
@@ -94,7 +94,7 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
     warm = deploy(inv, fake.transport, images, payload=payload, sleep=lambda s: None)
     calls = fake.transport.calls[before:]
     assert not [c for c in calls if c.kind in ("put", "stream_in")]
-    changing = ("docker run", "docker rm", "docker load", "printf ", "mkdir -p /var/lib/orch/files")
+    changing = ("docker run", "docker rm", "docker load", "printf ", "mkdir -p /var/lib/orch/.orch /var")
     assert not [c.command for c in calls if c.command and c.command.startswith(changing)]
     assert not [c.command for c in calls if c.command and ("ray start" in c.command or "ray stop" in c.command)]
     assert images.saved == 2
