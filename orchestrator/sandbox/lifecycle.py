@@ -59,6 +59,15 @@ def check_prerequisites() -> dict[str, str]:
     return {cmd: str(path) for cmd, path in found.items()}
 
 
+def unavailable_reason() -> str | None:
+    """Why a sandbox cannot be made here (for tests to skip with), or None when it can."""
+    try:
+        check_prerequisites()
+    except OrchError as exc:
+        return str(exc)
+    return None
+
+
 def _cgroup_setup() -> tuple[int, str]:
     """The cgroup version of this machine and the memory nodes of the root cpuset (v1)."""
     if (CGROUP_ROOT / "cgroup.controllers").exists():
