@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import os
 import shutil
@@ -74,6 +76,37 @@ def _cgroup_setup() -> tuple[int, str]:
         return 2, ""
     mems = CGROUP_ROOT / "cpuset" / "cpuset.mems"
     return 1, mems.read_text().strip() if mems.exists() else "0"
+
+
+_LOCK_PATH = "/run"  # every orch on this machine sees it, whatever its cache folder
+_lock_depth = 0
+
+
+@contextlib.contextmanager
+def _host_lock():
+    """Serialise sandbox creation and removal on this machine (advisory flock on /run).
+
+    Two ``up`` at once could otherwise pick the same free subnet or names;
+    reentrant so that ``up`` can call ``down`` to clean up after itself.
+    """
+    global _lock_depth
+    if _lock_depth:
+        _lock_depth += 1
+        try:
+            yield
+        finally:
+            _lock_depth -= 1
+        return
+    fd = os.open(_LOCK_PATH, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock_depth = 1
+        try:
+            yield
+        finally:
+            _lock_depth = 0
+    finally:
+        os.close(fd)  # also releases the flock
 
 
 def _now() -> str:
@@ -149,6 +182,19 @@ def up(
     started = time.monotonic()
     validate_name(name)
     tools = check_prerequisites()
+    with _host_lock():
+        return _up(nodes, name, cpus_per_node, inventory_path, ready_timeout, tools, started)
+
+
+def _up(
+    nodes: int,
+    name: str,
+    cpus_per_node: int | None,
+    inventory_path: Path | None,
+    ready_timeout: float,
+    tools: dict[str, str],
+    started: float,
+) -> UpResult:
     existing = load_state(name)
     if existing is not None or netns.sandbox_netns(name):
         status = existing.status if existing else "left over, no state file"
@@ -224,6 +270,11 @@ def down(name: str = DEFAULT_NAME) -> list[str]:
     """
     validate_name(name)
     check_prerequisites()
+    with _host_lock():
+        return _down(name)
+
+
+def _down(name: str) -> list[str]:
     state = load_state(name)
     plan = state.plan if state else None
     directory = plan.dir if plan else sandbox_root() / name
