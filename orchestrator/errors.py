@@ -26,7 +26,7 @@ class OrchError(Exception):
     def __str__(self) -> str:
         if not self.hint:
             return self.message
-        return f"{self.message.rstrip('.')}. {self.hint}"
+        return f"{self.message.rstrip('.')}; {self.hint}"
 
 
 class InputError(OrchError):

@@ -39,6 +39,8 @@ def start_ray(address: str | None, *, debug: bool = False) -> None:
         raise RunError("Ray is not installed", hint="pip install 'orch[cpu]'") from exc
     level = logging.INFO if debug else logging.ERROR
     kwargs = dict(logging_level=level, log_to_driver=debug, configure_logging=True)
+    if address and address != "auto":
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -56,6 +58,21 @@ def start_ray(address: str | None, *, debug: bool = False) -> None:
         raise RunError(
             f"Ray failed to start {where}: {first}",
             hint="check the address (--ray-address) or run with --debug",
+        ) from exc
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a Ray address."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise RunError(
+            f"Ray failed to start at {address}: nothing answers there ({exc})",
+            hint="check --ray-address, and that the cluster's head is up (orch status)",
         ) from exc
 
 

@@ -43,6 +43,11 @@ class BenchConfig:
     target_qps: float | None = None
     ray_address: str | None = None
     command: str = ""
+    # Submission mode only.
+    submitter: str | None = None
+    system_name: str | None = None
+    division: str = "open"
+    system_meta: Path | None = None
 
     def check(self) -> None:
         """Reject unusable values with one line naming the flag.
@@ -68,6 +73,8 @@ class BenchConfig:
             raise InputError(f"--threads must be at least 1 (got {self.threads})")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise InputError(f"--chunk-size must be at least 1 (got {self.chunk_size})")
+        if self.mode == "submission" and not self.submitter:
+            raise InputError("--mode submission needs --submitter NAME (the submitting organisation)")
         if self.target_qps is not None and self.target_qps <= 0:
             raise InputError(f"--target-qps must be positive (got {self.target_qps})")
 
@@ -88,9 +95,15 @@ class BenchConfig:
             )
         return self.count
 
-    def effective_chunk_size(self) -> int:
-        """Samples per dispatched chunk: a few batches, so chunks amortise the Ray round trip."""
-        return self.chunk_size or self.batch_size * 4
+    def effective_chunk_size(self, samples: int, workers: int) -> int:
+        """Samples per dispatched chunk.
+
+        A few batches, so a chunk amortises the Ray round trip, but small
+        enough that every worker gets several chunks of a short run.
+        """
+        if self.chunk_size:
+            return self.chunk_size
+        return max(1, min(self.batch_size * 4, -(-samples // (workers * 4))))
 
 
 def user_conf(*, execution: str, count: int, target_qps: float) -> str:
@@ -134,6 +147,12 @@ def calibration_key(system: str, backend: str, model: str, nodes: int, batch_siz
     """The name under which a measured throughput is stored."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in system)
     return f"{safe}__{backend}__{model}__{nodes}n__b{batch_size}"
+
+
+def default_system_name(backend: str, nodes: int) -> str:
+    """A system name for a submission when --system-name is not given."""
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())
+    return f"{host}_{nodes}node_{backend}"
 
 
 def local_system_name() -> str:

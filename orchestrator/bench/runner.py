@@ -130,9 +130,10 @@ class Session:
         import ray
 
         refs = {name: actor.info.remote() for name, actor in self.actors.items()}
+        addresses = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
         for name, ref in refs.items():
             try:
-                self.infos[name] = ray.get(ref, timeout=600)
+                info = ray.get(ref, timeout=600)
             except Exception as exc:
                 cause = exc
                 # Ray wraps the worker's own error; show the innermost message.
@@ -140,6 +141,8 @@ class Session:
                     cause = cause.cause
                 text = str(cause).strip().splitlines()
                 raise RunError(f"worker {name} failed to start: {text[-1] if text else type(cause).__name__}") from exc
+            info["node_ip"] = addresses.get(info.pop("node_id"), "?")
+            self.infos[name] = info
             if self.infos[name]["samples_available"] != self.inputs.total:
                 raise RunError(
                     f"worker {name} sees {self.infos[name]['samples_available']} samples, "
@@ -189,7 +192,7 @@ class Session:
                 mode=mode,
                 sample_count=count,
                 lengths=self.inputs.lengths[:count],
-                chunk_size=conf.effective_chunk_size(),
+                chunk_size=conf.effective_chunk_size(count, len(self.slots)),
                 dispatch=dispatch,
             )
         finally:
@@ -262,14 +265,18 @@ class Session:
         features = load_features(self.inputs.dataset_path, self.inputs.vocab_path)
         score = score_accuracy_log(log, features)
         digest = hashlib.sha256(log.read_bytes()).hexdigest()
-        write_accuracy_txt(run_dir / "accuracy.txt", score, log_sha256=digest)
-        return {
-            "exact_match": score.exact_match,
-            "f1": score.f1,
+        scored = {
             "accuracy_examples_scored": score.examples_scored,
             "accuracy_examples_total": score.examples_total,
             "accuracy_log_sha256": digest,
         }
+        if score.examples_scored == 0:
+            # No question had all its features among the samples run: no EM/F1
+            # to report (and no accuracy.txt, which would claim one).
+            return {**scored, "exact_match": None, "f1": None,
+                    "accuracy_note": "no question had all of its features in the samples run; raise --count"}
+        write_accuracy_txt(run_dir / "accuracy.txt", score, log_sha256=digest)
+        return {**scored, "exact_match": score.exact_match, "f1": score.f1}
 
     def _per_node(self, report) -> list[dict[str, Any]]:
         nodes: dict[str, dict[str, Any]] = {}
@@ -316,22 +323,92 @@ def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[
     """Run `orch bench` as configured; returns the summary (run.json content + run_dir).
 
     In submission mode, runs accuracy then performance into ``<out>/accuracy``
-    and ``<out>/performance`` and assembles the submission in ``<out>/submission``
-    (see ``orchestrator.submission``); the summary then has ``runs`` and ``submission``.
+    and ``<out>/performance``, each in a fresh process (loadgen counts
+    ``FromConfig`` calls per process, and a second one makes the run unfit
+    for submission), then assembles the tree in ``<out>/submission``.
+
+    Args:
+        conf: the run as asked for.
+        debug: show Ray's logs.
+        live: a picklable factory ``live(progress) -> stop`` for the live view.
     """
     conf.check()
     inputs = resolve_inputs(conf)
     out = (conf.out or default_out(conf.mode)).resolve()
     check_out(out, conf.force)
     conf.sample_count(inputs.total, dataset=inputs.dataset_path)  # fail on --count before Ray starts
-    with Session(conf, inputs, debug=debug) as session:
-        if conf.mode != "submission":
+    if conf.mode != "submission":
+        with Session(conf, inputs, debug=debug) as session:
             return session.run(conf.mode, out, live=live)
-        if out.exists() and conf.force:
-            shutil.rmtree(out)
-        accuracy = session.run("accuracy", out / "accuracy", live=live)
-        performance = session.run("performance", out / "performance", live=live)
-    return {"mode": "submission", "runs": [accuracy, performance], "out": str(out)}
+
+    from orchestrator.submission import assemble
+
+    if out.exists() and conf.force:
+        shutil.rmtree(out)
+    runs = [
+        _run_in_child(dataclasses.replace(conf, mode=mode, out=out / mode), debug=debug, live=live)
+        for mode in ("accuracy", "performance")
+    ]
+    built = assemble(
+        [Path(r["run_dir"]) for r in runs],
+        out=out / "submission",
+        submitter=conf.submitter or "",
+        system_name=conf.system_name or cfg.default_system_name(conf.backend, conf.nodes),
+        division=conf.division,
+        system_meta=conf.system_meta,
+        allow_invalid=conf.execution == "test",
+        command=conf.command,
+    )
+    return {
+        "mode": "submission",
+        "execution": conf.execution,
+        "runs": runs,
+        "out": str(out),
+        "submission": {
+            "tarball": str(built.tarball),
+            "tree": str(built.tree_root),
+            "summary_csv": str(built.summary_csv),
+            "summary_json": str(built.summary_json),
+            "valid": built.valid,
+            "invalid_reasons": list(built.invalid_reasons),
+        },
+    }
+
+
+def _run_in_child(conf: cfg.BenchConfig, *, debug: bool, live) -> dict[str, Any]:
+    """``run_bench`` for one mode in a fresh (spawned) process; its errors re-raised here."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_main, args=(conf, debug, live, send), name=f"orch-bench-{conf.mode}")
+    child.start()
+    send.close()
+    try:
+        message = receive.recv()
+    except EOFError:
+        message = ("error", f"the {conf.mode} run's process died (exit code {child.join() or child.exitcode})")
+    child.join()
+    if message[0] == "ok":
+        return message[1]
+    raise RunError(message[1])
+
+
+def _child_main(conf: cfg.BenchConfig, debug: bool, live, send) -> None:
+    from orchestrator.errors import OrchError
+
+    try:
+        send.send(("ok", run_bench(conf, debug=debug, live=live)))
+    except OrchError as exc:
+        send.send(("error", str(exc)))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent as one line
+        import traceback
+
+        if debug:
+            traceback.print_exc()
+        send.send(("error", f"internal error in the {conf.mode} run: {type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
 
 
 def _kill_hook() -> dict[str, int]:

@@ -55,6 +55,20 @@ class Progress:
         return Group(head, table)
 
 
+def live_view(progress: Progress, transient: bool = False):
+    """Start a live view of ``progress`` on stderr; returns the function that stops it.
+
+    A module-level function so that ``functools.partial(live_view, ...)``
+    can travel to the process of a submission-mode run.
+    """
+    from rich.console import Console
+    from rich.live import Live
+
+    view = Live(progress, console=Console(stderr=True), refresh_per_second=4, transient=transient)
+    view.start()
+    return view.stop
+
+
 def results_table(summary: dict[str, Any]) -> Table:
     """The table printed after a run (``summary`` is the run.json content)."""
     table = Table(title=f"orch bench: {summary['mode']} run, {summary['execution']} mode", show_header=False)

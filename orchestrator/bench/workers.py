@@ -66,7 +66,7 @@ class InferenceWorker:
             "node": self.spec.node,
             "backend": self.spec.backend,
             "hostname": socket.gethostname(),
-            "node_ip": ray.util.get_node_ip_address(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
             "samples_available": int(len(self.lengths)),
             "device": self.backend.device_info(),
@@ -89,6 +89,8 @@ class InferenceWorker:
             self.segment_ids[idx],
             self.lengths[idx],
             batch_size=self.spec.batch_size,
+            # A model exported for a fixed 384 length can't be fed shorter batches.
+            remove_padding=getattr(self.backend, "fixed_seq_length", None) is None,
         )
         payload = logits if return_logits else np.argmax(logits, axis=1).astype(np.int16)
         self.chunks_done += 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -33,12 +36,16 @@ def bench(
     force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join a running Ray cluster instead of starting one here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
+    submitter: Optional[str] = typer.Option(None, "--submitter", help="Submission mode: the submitting organisation."),
+    system_name: Optional[str] = typer.Option(None, "--system-name", help="Submission mode: the system's name (default: <host>_<N>node_<backend>)."),
+    division: str = typer.Option("open", "--division", help="Submission mode: open (closed needs compliance runs)."),
+    system_meta: Optional[Path] = typer.Option(None, "--system-meta", help="Submission mode: YAML overriding system description fields."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Ray's logs."),
 ) -> None:
     """Run MLPerf BERT-99 Offline: one loadgen SUT, the query sharded over Ray workers."""
     from orchestrator.bench.config import BenchConfig
     from orchestrator.bench.runner import run_bench
-    from orchestrator.bench.view import results_table
+    from orchestrator.bench.view import live_view, results_table
 
     conf = BenchConfig(
         nodes=nodes,
@@ -58,25 +65,45 @@ def bench(
         force=force,
         ray_address=ray_address,
         command=shlex.join(["orch", *sys.argv[1:]]),
+        submitter=submitter,
+        system_name=system_name,
+        division=division,
+        system_meta=system_meta.expanduser().resolve() if system_meta else None,
     )
     err = Console(stderr=True)
     if execution == "test" and not as_json:
         err.print("[bold yellow]TEST MODE[/]: a short run; its result is NOT valid for an MLPerf submission.")
 
-    def live(progress):
-        from rich.live import Live
-
-        view = Live(progress, console=err, refresh_per_second=4, transient=as_json)
-        view.start()
-        return view.stop
-
-    summary = run_bench(conf, debug=state.debug or debug, live=live)
+    live = functools.partial(live_view, transient=as_json)
+    if as_json:
+        # Ray's raylet and loadgen may write to fd 1: keep stdout for the JSON alone.
+        with _stdout_to_stderr():
+            summary = run_bench(conf, debug=state.debug or debug, live=live)
+    else:
+        summary = run_bench(conf, debug=state.debug or debug, live=live)
     if as_json:
         print(json.dumps(_json_view(summary), indent=2))
         return
     console = Console()
     for run in summary.get("runs", [summary]):
         console.print(results_table(run))
+    if "submission" in summary:
+        sub = summary["submission"]
+        verdict = "valid" if sub["valid"] else "NOT valid (" + "; ".join(sub["invalid_reasons"]) + ")"
+        console.print(f"submission: {sub['tarball']} ({verdict})")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _json_view(summary: dict) -> dict:

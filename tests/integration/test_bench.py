@@ -1,0 +1,117 @@
+"""`orch bench` for real: Ray embedded here, real loadgen, real onnxruntime, the demo model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.squad.accuracy import read_accuracy_log
+
+
+def orch(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def bench_json(*args: str, env: dict | None = None) -> dict:
+    proc = orch("bench", "--json", *args, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Performance and accuracy runs with 1 and 3 nodes (shared by the tests below)."""
+    base = tmp_path_factory.mktemp("bench")
+    out = {}
+    for nodes in (1, 3):
+        for mode in ("performance", "accuracy"):
+            out[(mode, nodes)] = bench_json("--nodes", str(nodes), "--mode", mode, "--out", str(base / f"{mode}-{nodes}"))
+    return out
+
+
+@pytest.mark.parametrize("nodes", [1, 3])
+def test_performance_run(runs, nodes):
+    result = runs[("performance", nodes)]
+    run_dir = Path(result["run_dir"])
+    for name in ("user.conf", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "run.json"):
+        assert (run_dir / name).is_file(), name
+    assert result["mode"] == "performance" and result["execution"] == "test"
+    assert result["nodes"] == nodes and len(result["per_node"]) == nodes
+    assert result["samples_per_second"] > 0 and result["samples_per_second_source"] == "loadgen"
+    assert isinstance(result["result_valid"], bool)
+    # Every issued sample was answered by some node, exactly once.
+    assert sum(n["samples"] for n in result["per_node"]) == result["issued_samples"] == result["count"]
+    assert all(n["samples"] > 0 for n in result["per_node"]), result["per_node"]
+    for key in ("model_path", "vocab_path", "dataset_path", "run_dir"):
+        assert Path(result[key]).is_absolute() and Path(result[key]).exists(), key
+    assert result["backend"] == "onnxruntime" and result["model"] == "demo"
+    assert "TEST MODE" in (run_dir / "user.conf").read_text()
+    assert json.loads((run_dir / "run.json").read_text())["complete"] is True
+
+
+def test_accuracy_identical_between_1_and_3_nodes(runs):
+    one, three = runs[("accuracy", 1)], runs[("accuracy", 3)]
+    assert one["f1"] is not None and one["exact_match"] is not None
+    assert (one["exact_match"], one["f1"]) == (three["exact_match"], three["f1"])
+    # Per-sample answers too, not only the totals.
+    log1 = read_accuracy_log(Path(one["run_dir"]) / "mlperf_log_accuracy.json")
+    log3 = read_accuracy_log(Path(three["run_dir"]) / "mlperf_log_accuracy.json")
+    assert sorted(log1) == sorted(log3) == list(range(one["count"]))
+    for idx in log1:
+        assert (log1[idx].argmax(0) == log3[idx].argmax(0)).all()
+    text = (Path(one["run_dir"]) / "accuracy.txt").read_text().splitlines()
+    assert text[0].startswith('{"exact_match": ') and text[1].startswith("hash=")
+
+
+def test_worker_killed_mid_run_completes_with_every_sample_once(tmp_path):
+    # local-2 SIGKILLs itself when asked for its second chunk.
+    result = bench_json(
+        "--nodes", "3", "--mode", "accuracy", "--chunk-size", "4", "--out", str(tmp_path / "run"),
+        env={"ORCH_TEST_KILL_WORKER": "local-2:1"},
+    )
+    assert [a["name"] for a in result["lost_actors"]] == ["local-2"]
+    assert result["rerun_samples"] > 0
+    assert sum(n["samples"] for n in result["per_node"]) == result["count"]
+    log = read_accuracy_log(Path(result["run_dir"]) / "mlperf_log_accuracy.json")
+    assert sorted(log) == list(range(result["count"]))
+    raw = json.loads((Path(result["run_dir"]) / "mlperf_log_accuracy.json").read_text())
+    assert len(raw) == result["count"]  # each sample answered exactly once
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--nodes", "0"], "--nodes must be at least 1"),
+        (["--count", "100000"], "--count 100000 is larger than the data set"),
+        (["--backend", "tensorflow"], "unknown backend 'tensorflow'"),
+        (["--dataset", "/nonexistent/squad.json"], "/nonexistent/squad.json"),
+        (["--ray-address", "127.0.0.1:1"], "Ray failed to start at 127.0.0.1:1"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, args, needle):
+    proc = orch("bench", "--out", str(tmp_path / "run"), *args, timeout=180)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("orch: error:")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_earlier_run_refused_without_force(runs):
+    run_dir = runs[("performance", 1)]["run_dir"]
+    before = Path(run_dir, "run.json").read_text()
+    proc = orch("bench", "--out", run_dir)
+    assert proc.returncode == 2
+    assert "already holds an earlier run" in proc.stderr and "--force" in proc.stderr
+    assert Path(run_dir, "run.json").read_text() == before
