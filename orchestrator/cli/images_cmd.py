@@ -105,12 +105,14 @@ def list_cmd(
 
     wheel_arch(platform)
     client = docker_client()
-    table = Table("profile", "state", "tag", "size", "older tags")
+    table = Table("profile", "state", "size")
+    table.add_column("tag", overflow="fold")
+    table.add_column("older tags", overflow="fold")
     for name in PROFILES:
         row = image_status(name, platform=platform, base_image=base_image, client=client)
         table.add_row(
-            name, row.state, row.expected or "(no wheelhouse yet: orch images build)",
-            _mb(row.size_bytes) if row.size_bytes else "-", ", ".join(row.others) or "-",
+            name, row.state, _mb(row.size_bytes) if row.size_bytes else "-",
+            row.expected or "(no wheelhouse yet: orch images build)", ", ".join(row.others) or "-",
         )
     _console().print(table)
 
