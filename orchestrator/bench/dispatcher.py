@@ -45,7 +45,8 @@ class ChunkResult:
     Attributes:
         chunk_id: the chunk answered.
         payload: per-sample answers in the chunk's sample order (logits in
-            accuracy mode, a small summary in performance mode).
+            accuracy mode, a small summary in performance mode); from Ray
+            workers, an ``orchestrator.bench.payload.encode`` dict.
         seconds: time the worker spent computing.
     """
 

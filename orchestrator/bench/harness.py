@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from orchestrator.bench.dispatcher import Chunk, ChunkResult, DispatchReport, make_chunks
+from orchestrator.bench.payload import decode
 from orchestrator.errors import RunError
 
 # Builds and runs a dispatcher over the given chunks; calls on_complete per chunk.
@@ -63,7 +64,9 @@ def run_loadgen(
     result = HarnessResult(report=None, logits={}, issued=0, error=None)
 
     def complete_chunk(chunk: Chunk, answer: ChunkResult, worker: str) -> None:
-        payload = answer.payload
+        payload = decode(answer.payload)
+        if len(payload) != len(chunk):
+            raise RunError(f"worker {worker} answered {len(payload)} samples for a chunk of {len(chunk)}")
         responses = []
         buffers = []  # keep every buffer alive until QuerySamplesComplete returns
         if mode == "accuracy":

@@ -19,6 +19,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from orchestrator.bench.dispatcher import Chunk, ChunkResult, WorkerLost
+from orchestrator.bench.payload import encode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +93,10 @@ class InferenceWorker:
             # A model exported for a fixed 384 length can't be fed shorter batches.
             remove_padding=getattr(self.backend, "fixed_seq_length", None) is None,
         )
-        payload = logits if return_logits else np.argmax(logits, axis=1).astype(np.int16)
+        answer = logits if return_logits else np.argmax(logits, axis=1).astype(np.int16)
         self.chunks_done += 1
-        return ChunkResult(chunk_id, payload, time.perf_counter() - started)
+        # Plain bytes, not a numpy pickle: the driver may run another numpy major.
+        return ChunkResult(chunk_id, encode(answer), time.perf_counter() - started)
 
 
 def start_workers(specs: Sequence[WorkerSpec]) -> dict[str, Any]:
