@@ -228,8 +228,13 @@ def ship_payload(
     *,
     on_bytes: Callable[[int], None] | None = None,
     workdir: Path,
+    known: tuple[bool, str, str] | None = None,
 ) -> list[PayloadFile]:
     """Send the payload files the node lacks, then its manifest and deploy.json.
+
+    Args:
+        known: (manifest found, manifest text, sizes text) already read from
+            the node by preflight; read here when None.
 
     Returns:
         The files that were sent (empty when the node was up to date).
@@ -238,8 +243,12 @@ def ship_payload(
         RemoteError: a command or a copy failed.
     """
     host = node.name
-    manifest = transport.run(host, remote_manifest_command(node), timeout=60)
-    sizes = transport.run(host, remote_sizes_command(node, payload), timeout=60)
+    if known is None:
+        manifest = transport.run(host, remote_manifest_command(node), timeout=60)
+        sizes = transport.run(host, remote_sizes_command(node, payload), timeout=60)
+    else:
+        manifest = Result(0 if known[0] else 1, known[1], "")
+        sizes = Result(0, known[2], "")
     current = transport.run(host, remote_cmd("cat", data_path(node, DEPLOY_JSON)), timeout=60)
     send = files_to_send(node, payload, manifest.stdout if manifest.ok else "", sizes.stdout)
     if send or not manifest.ok:

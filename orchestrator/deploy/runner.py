@@ -108,6 +108,7 @@ class _Preflight:
     remote_image_id: str
     manifest: str
     sizes: str
+    manifest_ok: bool = False
 
 
 def _preflight_node(
@@ -148,9 +149,10 @@ def _preflight_node(
             hint="free disk space on the node",
         )
     manifest = sizes = ""
+    manifest_ok = False
     if payload is not None:
         got = transport.run(host, remote_manifest_command(node), timeout=60)
-        manifest = got.stdout if got.ok else ""
+        manifest, manifest_ok = (got.stdout, True) if got.ok else ("", False)
         sizes = transport.run(host, remote_sizes_command(node, payload), timeout=60).stdout
         need = sum(f.size for f in files_to_send(node, payload, manifest, sizes))
         if free and free[0] < need * 1.05:
@@ -184,7 +186,7 @@ def _preflight_node(
                 host=host,
                 hint="install nvidia-container-toolkit and run: nvidia-ctk runtime configure --runtime=docker",
             )
-    return _Preflight(report, remote_image_id, manifest, sizes)
+    return _Preflight(report, remote_image_id, manifest, sizes, manifest_ok)
 
 
 def _ship_image(
@@ -289,6 +291,8 @@ def _start_ray(
         else:
             todo.append(node)
     raise_failures(fan_out(todo, lambda n: start(n, False)), "ray start")
+    if head_ok and not todo:
+        return alive  # every node was already in the cluster with its resources
 
     deadline = time.monotonic() + timeout
     while True:
@@ -374,7 +378,8 @@ def deploy(
             ray_ips = {name: r.ray_ip for name, r in reports.items()}
             with tempfile.TemporaryDirectory(prefix="orch-deploy-") as tmp:
                 sent = ship_payload(transport, inventory, node, payload, ray_ips,
-                                    on_bytes=lambda n: listener.shipped(node.name, n), workdir=Path(tmp))
+                                    on_bytes=lambda n: listener.shipped(node.name, n), workdir=Path(tmp),
+                                    known=(p.manifest_ok, p.manifest, p.sizes))
             report.files_sent = len(sent)
             report.files_bytes = sum(f.size for f in sent)
             report.files_seconds = time.monotonic() - t0 if sent else 0.0

@@ -20,16 +20,20 @@ class DeployView:
         self.console = console or Console(stderr=True)
         self._lock = threading.Lock()
         self._rows: dict[str, dict[str, Any]] = {
-            name: {"phase": "waiting", "detail": "", "bytes": 0, "since": None} for name in nodes
+            name: {"phase": "waiting", "detail": "", "bytes": 0, "since": None, "until": None} for name in nodes
         }
         self._live: Live | None = None
 
     def phase(self, node: str, phase: str, detail: str = "") -> None:
         with self._lock:
-            row = self._rows.setdefault(node, {"phase": "", "detail": "", "bytes": 0, "since": None})
+            row = self._rows.setdefault(node, {"phase": "", "detail": "", "bytes": 0, "since": None, "until": None})
             row["phase"], row["detail"] = phase, detail
-            if phase in ("image", "files") and row["since"] is None:
-                row["since"] = time.monotonic()
+            if phase in ("image", "files"):
+                if row["since"] is None:
+                    row["since"] = time.monotonic()
+                row["until"] = None
+            elif row["since"] is not None and row["until"] is None:
+                row["until"] = time.monotonic()  # shipping is over: the rate stops moving
         self.refresh()
 
     def shipped(self, node: str, nbytes: int) -> None:
@@ -42,7 +46,7 @@ class DeployView:
             table.add_column(column, justify="right" if column in ("shipped", "MB/s") else "left")
         with self._lock:
             for name, row in self._rows.items():
-                elapsed = time.monotonic() - row["since"] if row["since"] else 0
+                elapsed = (row["until"] or time.monotonic()) - row["since"] if row["since"] else 0
                 rate = f"{row['bytes'] / MiB / elapsed:.1f}" if elapsed > 0 and row["bytes"] else ""
                 table.add_row(name, row["phase"], row["detail"], f"{row['bytes'] / MiB:.1f} MiB", rate)
         return table
@@ -60,3 +64,5 @@ class DeployView:
         if self._live is not None:
             self._live.__exit__(*exc)
             self._live = None
+            if not self.console.is_terminal:
+                self.console.file.write("\n")  # rich leaves the last frame unterminated off a terminal

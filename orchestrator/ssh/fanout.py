@@ -75,8 +75,9 @@ def raise_failures(results: dict[str, NodeResult[Any]], what: str) -> None:
     for name, exc in failed.items():
         text = str(exc) if isinstance(exc, OrchError) else f"{type(exc).__name__}: {exc}"
         text = " ".join(text.split())
-        prefix = f"node {name}: "
-        parts.append(text if text.startswith(prefix) else prefix + text)
+        # Errors from the transport already name their node: do not say it twice.
+        named = text.startswith((f"node {name}:", f"node {name} "))
+        parts.append(text if named else f"node {name}: {text}")
     raise RemoteError(
         f"{what} failed on {len(failed)} of {len(results)} node{'s' if len(results) > 1 else ''}: " + "; ".join(parts),
         host=",".join(failed),

@@ -57,8 +57,6 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
         "docker load",
         "docker image inspect --format '{{.Id}}' orch/cpu-onnxruntime:latest",
         f"printf '%s %s\\n' {IMAGE.id} orch/cpu-onnxruntime:latest >> /var/lib/orch/.orch/images",
-        "cat /var/lib/orch/.orch/manifest.json",
-        f"find /var/lib/orch/{m} /var/lib/orch/{v} /var/lib/orch/{d} -maxdepth 0 -type f -printf '%s %p\\n' 2>/dev/null; true",
         "cat /var/lib/orch/deploy.json",
         "mkdir -p /var/lib/orch/.orch /var/lib/orch/files",
         "docker inspect --type container --format '{{.State.Status}} {{.Image}}' orch-lab-n2",
