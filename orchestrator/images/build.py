@@ -161,13 +161,9 @@ def build_image(
     """
     get_profile(profile)
     client = client or docker_client()
-    if image_size(client, base_image) is None:
-        raise InputError(
-            f"base image {base_image} not found in the Docker engine (--base-image)",
-            hint="run: orch images base, or docker load/pull the image you name",
-        )
+    # The wheelhouse first: a wheel missing for the platform is the most basic refusal.
     plan, house = plan_for(profile, platform=platform, base_image=base_image, log=log)
-    _check_base_python(client, base_image, plan)
+    _check_base(client, base_image, plan)
     existing = image_size(client, plan.tag)
     if existing is not None and not force:
         return BuildOutcome(plan, built=False, seconds=0.0, size_bytes=existing, wheelhouse=house)
@@ -250,10 +246,25 @@ def all_profiles() -> list[str]:
     return list(PROFILES)
 
 
-def _check_base_python(client, base_image: str, plan: BuildPlan) -> None:
+def _check_base(client, base_image: str, plan: BuildPlan) -> None:
+    import docker
+
+    try:
+        info = client.api.inspect_image(base_image)
+    except docker.errors.ImageNotFound as exc:
+        raise InputError(
+            f"base image {base_image} not found in the Docker engine (--base-image); nothing can be pulled",
+            hint="run: orch images base, or docker load the image you name",
+        ) from exc
+    platform = f"{info.get('Os', 'linux')}/{info.get('Architecture', '')}"
+    if platform != plan.platform:
+        raise InputError(
+            f"base image {base_image} is {platform}, not {plan.platform} (--platform)",
+            hint=f"give a {plan.platform} image with --base-image",
+        )
     # A base made by `orch images base` states its Python in a label; any other
     # base is checked inside the build instead (the Dockerfile refuses another minor).
-    python = image_labels(client, base_image).get("org.orch.python")
+    python = (info["Config"].get("Labels") or {}).get("org.orch.python")
     if python is not None and python != plan.labels["org.orch.python"]:
         raise InputError(
             f"base image {base_image} has Python {python}, orch images need Python {plan.labels['org.orch.python']} (--base-image)",
