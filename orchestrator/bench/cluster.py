@@ -25,9 +25,11 @@ class Slot:
     node_id: str | None  # Ray node id to pin to (None: anywhere)
     num_cpus: float
     threads: int
+    backend: str | None = None  # None: the run's --backend
+    num_gpus: float = 0.0
 
 
-def start_ray(address: str | None, *, debug: bool = False) -> None:
+def start_ray(address: str | None, *, debug: bool = False, node_ip: str | None = None) -> None:
     """Start (or connect to) Ray.
 
     Raises:
@@ -43,6 +45,9 @@ def start_ray(address: str | None, *, debug: bool = False) -> None:
         _check_reachable(address)
     try:
         if address:
+            if node_ip:
+                # A driver must join from an address on the cluster network.
+                kwargs["_node_ip_address"] = node_ip
             ray.init(address=address, **kwargs)
         else:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -118,4 +123,61 @@ def cluster_slots(nodes: int, threads: int | None, names: Mapping[str, str] | No
         name = (names or {}).get(ip, ip)
         cpus = float(node.get("Resources", {}).get("CPU", 1.0))
         slots.append(Slot(worker=name, node=name, node_id=node["NodeID"], num_cpus=cpus, threads=threads or max(1, int(cpus))))
+    return slots
+
+
+# Which backend each image profile runs (mirrors orchestrator.images.profiles,
+# kept here so a node's driver needs no image-building code).
+PROFILE_BACKENDS = {
+    "cpu-onnxruntime": "onnxruntime",
+    "cuda-onnxruntime": "onnxruntime-cuda",
+    "cpu-deepsparse": "deepsparse",
+}
+
+
+def deployed_slots(deploy: dict, chosen: list[str], backend: str, threads: int | None) -> list[Slot]:
+    """Workers for the chosen nodes of a deployed cluster (run by the driver on the head).
+
+    One worker per node, one per GPU on GPU nodes running the CUDA backend;
+    each pinned to its node's Ray node id; ``backend == "auto"`` gives each
+    node its profile's backend.
+
+    Args:
+        deploy: the content of ``/data/deploy.json`` written by ``orch deploy``.
+        chosen: node names to use.
+        backend: the run's backend, or ``auto``.
+        threads: threads per worker (default: the node's CPUs / its workers).
+
+    Raises:
+        RunError: a chosen node is unknown or has not joined Ray.
+    """
+    import ray
+
+    by_name = {n["name"]: n for n in deploy["nodes"]}
+    alive = {n["NodeManagerAddress"]: n for n in ray.nodes() if n.get("Alive")}
+    slots: list[Slot] = []
+    for name in chosen:
+        node = by_name.get(name)
+        if node is None:
+            raise RunError(f"node {name} is not in the deployed cluster ({', '.join(by_name)})")
+        ray_node = alive.get(node["ray_ip"])
+        if ray_node is None:
+            raise RunError(f"node {name} ({node['ray_ip']}) has not joined Ray", hint="run orch deploy, then orch status")
+        node_backend = PROFILE_BACKENDS.get(node["profile"], backend) if backend == "auto" else backend
+        cpus = float(ray_node.get("Resources", {}).get("CPU", 1.0))
+        gpus = int(node.get("gpus") or 0) if node_backend == "onnxruntime-cuda" else 0
+        count = max(1, gpus)
+        for i in range(count):
+            worker = f"{name}-gpu{i}" if gpus else name
+            slots.append(
+                Slot(
+                    worker=worker,
+                    node=name,
+                    node_id=ray_node["NodeID"],
+                    num_cpus=cpus / count,
+                    threads=threads or max(1, int(cpus // count)),
+                    backend=node_backend,
+                    num_gpus=1.0 if gpus else 0.0,
+                )
+            )
     return slots

@@ -26,7 +26,7 @@ OFFICIAL_MIN_QUERY_COUNT = 10833
 class BenchConfig:
     """One benchmark run as asked for on the command line."""
 
-    nodes: int = 1
+    nodes: int | None = None  # None: 1 locally, every capable node of an inventory
     backend: str = "onnxruntime"
     scenario: str = "Offline"
     mode: str = "performance"
@@ -43,6 +43,8 @@ class BenchConfig:
     target_qps: float | None = None
     ray_address: str | None = None
     command: str = ""
+    # Set by the controller when the driver runs on the head of a deployed cluster.
+    cluster_nodes: tuple[str, ...] | None = None
     # Submission mode only.
     submitter: str | None = None
     system_name: str | None = None
@@ -55,7 +57,9 @@ class BenchConfig:
         Raises:
             InputError: a flag's value cannot be used.
         """
-        if self.nodes < 1:
+        if self.backend == "auto" and not self.cluster_nodes:
+            raise InputError("--backend auto follows the node profiles of an inventory", hint="add --inventory FILE or name a backend")
+        if self.nodes is not None and self.nodes < 1:
             raise InputError(f"--nodes must be at least 1 (got {self.nodes})")
         if self.scenario not in SCENARIOS:
             raise InputError(f"--scenario {self.scenario!r} is not supported yet", hint="use --scenario Offline")
@@ -147,6 +151,24 @@ def calibration_key(system: str, backend: str, model: str, nodes: int, batch_siz
     """The name under which a measured throughput is stored."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in system)
     return f"{safe}__{backend}__{model}__{nodes}n__b{batch_size}"
+
+
+DEPLOY_JSON = "/data/deploy.json"
+
+
+def read_deploy_json() -> dict:
+    """What `orch deploy` wrote for the bench on a node (``$ORCH_DEPLOY_JSON``, default /data/deploy.json).
+
+    Raises:
+        InputError: the file is missing: this is not a deployed node.
+    """
+    import os
+
+    path = Path(os.environ.get("ORCH_DEPLOY_JSON", DEPLOY_JSON))
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is missing or unreadable ({exc})", hint="run orch deploy first") from exc
 
 
 def default_system_name(backend: str, nodes: int) -> str:

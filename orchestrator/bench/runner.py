@@ -42,10 +42,26 @@ class Inputs:
 
 def resolve_inputs(conf: cfg.BenchConfig) -> Inputs:
     """Find the model, vocab and data set, and build (or load cached) features."""
-    from orchestrator.models.resolve import resolve_model
+    from orchestrator.models.resolve import ModelChoice, resolve_model
     from orchestrator.squad.library import load_features
 
-    choice = resolve_model(conf.model, vocab=conf.vocab, dataset=conf.dataset)
+    if conf.cluster_nodes:
+        # On the head of a deployed cluster: what `orch deploy` shipped to every node.
+        deploy = cfg.read_deploy_json()
+        if conf.model not in (deploy["model"], deploy["model_path"]):
+            raise InputError(
+                f"--model {conf.model}: the cluster was deployed with model {deploy['model']}",
+                hint=f"run orch deploy --model {conf.model} first, or bench with --model {deploy['model']}",
+            )
+        choice = ModelChoice(
+            name=deploy["model"],
+            path=Path(deploy["model_path"]),
+            vocab_path=conf.vocab or Path(deploy["vocab_path"]),
+            dataset_path=conf.dataset or Path(deploy["dataset_path"]),
+            is_demo=deploy["model"] == "demo",
+        )
+    else:
+        choice = resolve_model(conf.model, vocab=conf.vocab, dataset=conf.dataset)
     features = load_features(choice.dataset_path, choice.vocab_path)
     note = None
     if choice.is_demo:
@@ -96,9 +112,16 @@ class Session:
     def __enter__(self) -> "Session":
         from orchestrator.bench.workers import WorkerSpec, start_workers
 
-        cluster.start_ray(self.conf.ray_address, debug=self.debug)
+        deploy = cfg.read_deploy_json() if self.conf.cluster_nodes else None
+        if deploy is not None:
+            me = next((n for n in deploy["nodes"] if n["name"] == deploy["node"]), None)
+            cluster.start_ray(deploy["ray_address"], debug=self.debug, node_ip=me and me["ray_ip"])
+        else:
+            cluster.start_ray(self.conf.ray_address, debug=self.debug)
         try:
-            if self.conf.ray_address:
+            if deploy is not None:
+                self.slots = cluster.deployed_slots(deploy, list(self.conf.cluster_nodes), self.conf.backend, self.conf.threads)
+            elif self.conf.ray_address:
                 self.slots = cluster.cluster_slots(self.conf.nodes, self.conf.threads)
             else:
                 self.slots = cluster.local_slots(self.conf.nodes, self.conf.threads)
@@ -107,13 +130,14 @@ class Session:
                 WorkerSpec(
                     name=s.worker,
                     node=s.node,
-                    backend=self.conf.backend,
+                    backend=s.backend or self.conf.backend,
                     model_path=str(self.inputs.model_path),
                     dataset_path=str(self.inputs.dataset_path),
                     vocab_path=str(self.inputs.vocab_path),
                     threads=s.threads,
                     batch_size=self.conf.batch_size,
                     num_cpus=s.num_cpus,
+                    num_gpus=s.num_gpus,
                     node_id=s.node_id,
                     kill_after_chunks=kill.get(s.worker),
                 )
@@ -214,7 +238,8 @@ class Session:
             "scenario": conf.scenario,
             "mode": mode,
             "execution": conf.execution,
-            "backend": conf.backend,
+            "backend": conf.backend if conf.backend != "auto" else "auto",
+            "backends": sorted({s.backend or conf.backend for s in self.slots}),
             "model": self.inputs.model_name,
             "model_note": self.inputs.model_note,
             "model_path": str(self.inputs.model_path),
@@ -301,7 +326,9 @@ class Session:
         return list(nodes.values())
 
     def _calibration_key(self) -> str:
-        system = self.conf.ray_address or cfg.local_system_name()
+        system = self.conf.system_name or self.conf.ray_address or cfg.local_system_name()
+        if self.conf.cluster_nodes:
+            system = cfg.read_deploy_json()["cluster"] + ":" + ",".join(self.conf.cluster_nodes)
         return cfg.calibration_key(system, self.conf.backend, self.inputs.model_name, self.conf.nodes, self.conf.batch_size)
 
     def _target_qps(self, count: int) -> float:
@@ -332,6 +359,8 @@ def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[
         debug: show Ray's logs.
         live: a picklable factory ``live(progress) -> stop`` for the live view.
     """
+    if conf.nodes is None:
+        conf = dataclasses.replace(conf, nodes=len(conf.cluster_nodes) if conf.cluster_nodes else 1)
     conf.check()
     inputs = resolve_inputs(conf)
     out = (conf.out or default_out(conf.mode)).resolve()
@@ -353,7 +382,7 @@ def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[
         [Path(r["run_dir"]) for r in runs],
         out=out / "submission",
         submitter=conf.submitter or "",
-        system_name=conf.system_name or cfg.default_system_name(conf.backend, conf.nodes),
+        system_name=conf.system_name or _system_name(conf),
         division=conf.division,
         system_meta=conf.system_meta,
         allow_invalid=conf.execution == "test",
@@ -409,6 +438,12 @@ def _child_main(conf: cfg.BenchConfig, debug: bool, live, send) -> None:
         send.send(("error", f"internal error in the {conf.mode} run: {type(exc).__name__}: {exc}"))
     finally:
         send.close()
+
+
+def _system_name(conf: cfg.BenchConfig) -> str:
+    if conf.cluster_nodes:
+        return f"{cfg.read_deploy_json()['cluster']}_{conf.nodes}node_{conf.backend}"
+    return cfg.default_system_name(conf.backend, conf.nodes)
 
 
 def _kill_hook() -> dict[str, int]:

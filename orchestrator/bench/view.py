@@ -35,24 +35,49 @@ class Progress:
         with self._lock:
             self._per_worker[worker]["lost"] = True
 
-    def __rich__(self) -> Group:
+    def snapshot(self) -> dict[str, Any]:
+        """The current state as plain data (sent from a remote driver to the controller)."""
         with self._lock:
-            elapsed = time.perf_counter() - self._start
-            done = self._done
-            rows = {k: dict(v) for k, v in self._per_worker.items()}
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else None
-        head = Text(
-            f"{self.title}: {done}/{self.total} samples, {rate:.1f} samples/s overall, "
-            f"ETA {'-' if eta is None else f'{eta:.0f} s'}, elapsed {elapsed:.0f} s"
-        )
-        table = Table(show_header=True, header_style="bold", box=None)
-        for col in ("worker", "node", "samples", "samples/s", "state"):
-            table.add_column(col)
-        for name, row in rows.items():
-            sps = row["samples"] / row["seconds"] if row["seconds"] > 0 else 0.0
-            table.add_row(name, row["node"], str(row["samples"]), f"{sps:.1f}", "LOST" if row["lost"] else "ok")
-        return Group(head, table)
+            return {
+                "title": self.title,
+                "total": self.total,
+                "done": self._done,
+                "elapsed": time.perf_counter() - self._start,
+                "workers": {k: dict(v) for k, v in self._per_worker.items()},
+            }
+
+    def __rich__(self) -> Group:
+        return render_snapshot(self.snapshot())
+
+
+class RemoteProgress:
+    """The live view of a driver running elsewhere, fed with its snapshots."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Any] | None = None
+
+    def __rich__(self) -> Group | Text:
+        if self.latest is None:
+            return Text("waiting for the driver on the head node...")
+        return render_snapshot(self.latest)
+
+
+def render_snapshot(snap: dict[str, Any]) -> Group:
+    """The live view of one ``Progress.snapshot()``."""
+    elapsed, done, rows, total = snap["elapsed"], snap["done"], snap["workers"], snap["total"]
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else None
+    head = Text(
+        f"{snap['title']}: {done}/{total} samples, {rate:.1f} samples/s overall, "
+        f"ETA {'-' if eta is None else f'{eta:.0f} s'}, elapsed {elapsed:.0f} s"
+    )
+    table = Table(show_header=True, header_style="bold", box=None)
+    for col in ("worker", "node", "samples", "samples/s", "state"):
+        table.add_column(col)
+    for name, row in rows.items():
+        sps = row["samples"] / row["seconds"] if row["seconds"] > 0 else 0.0
+        table.add_row(name, row["node"], str(row["samples"]), f"{sps:.1f}", "LOST" if row["lost"] else "ok")
+    return Group(head, table)
 
 
 def live_view(progress: Progress, transient: bool = False):
@@ -67,6 +92,33 @@ def live_view(progress: Progress, transient: bool = False):
     view = Live(progress, console=Console(stderr=True), refresh_per_second=4, transient=transient)
     view.start()
     return view.stop
+
+
+PROGRESS_PREFIX = "ORCH-PROGRESS "
+
+
+def jsonl_view(progress: Progress, period: float = 0.5):
+    """Write ``progress`` snapshots as prefixed JSON lines on stderr (for a controller to draw)."""
+    import json
+    import sys
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(period):
+            sys.stderr.write(PROGRESS_PREFIX + json.dumps(progress.snapshot()) + "\n")
+            sys.stderr.flush()
+
+    thread = threading.Thread(target=loop, name="orch-progress", daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        stop.set()
+        thread.join()
+        sys.stderr.write(PROGRESS_PREFIX + json.dumps(progress.snapshot()) + "\n")
+        sys.stderr.flush()
+
+    return finish
 
 
 def results_table(summary: dict[str, Any]) -> Table:

@@ -35,6 +35,7 @@ class WorkerSpec:
     threads: int | None
     batch_size: int
     num_cpus: float
+    num_gpus: float = 0.0
     node_id: str | None = None  # Ray node to pin the actor to (None: anywhere)
     kill_after_chunks: int | None = None  # test hook: SIGKILL itself before chunk N+1
 
@@ -107,7 +108,7 @@ def start_workers(specs: Sequence[WorkerSpec]) -> dict[str, Any]:
     remote_cls = ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=1)(InferenceWorker)
     actors = {}
     for spec in specs:
-        options: dict[str, Any] = {"num_cpus": spec.num_cpus}
+        options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
         if spec.node_id is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.node_id, soft=False)
         actors[spec.name] = remote_cls.options(**options).remote(spec)

@@ -19,8 +19,9 @@ from orchestrator.cli import app, state
 
 @app.command()
 def bench(
-    nodes: int = typer.Option(1, "--nodes", help="Nodes (workers on the embedded local cluster) to run on."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime | onnxruntime-cuda | deepsparse."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes to run on (default: 1 locally, every capable node of --inventory); locally, N workers sharing this machine's CPUs."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime | onnxruntime-cuda | deepsparse | auto (each node's profile; default with --inventory, else onnxruntime)."),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help="Run on the cluster `orch deploy` set up from this inventory."),
     scenario: str = typer.Option("Offline", "--scenario", help="MLPerf scenario (Offline)."),
     mode: str = typer.Option("performance", "--mode", help="performance | accuracy | submission (accuracy then performance, then the submission tree)."),
     execution: str = typer.Option("test", "--execution", help="test (short, --count samples, never valid) | valid (official rules: 600 s, 10,833 samples)."),
@@ -41,15 +42,17 @@ def bench(
     division: str = typer.Option("open", "--division", help="Submission mode: open (closed needs compliance runs)."),
     system_meta: Optional[Path] = typer.Option(None, "--system-meta", help="Submission mode: YAML overriding system description fields."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Ray's logs."),
+    cluster_nodes: Optional[str] = typer.Option(None, "--cluster-nodes", hidden=True, help="(internal) on a deployed head: the nodes to use."),
+    progress: Optional[str] = typer.Option(None, "--progress", hidden=True, help="(internal) jsonl: progress as JSON lines on stderr."),
 ) -> None:
     """Run MLPerf BERT-99 Offline: one loadgen SUT, the query sharded over Ray workers."""
     from orchestrator.bench.config import BenchConfig
     from orchestrator.bench.runner import run_bench
-    from orchestrator.bench.view import live_view, results_table
+    from orchestrator.bench.view import jsonl_view, live_view
 
     conf = BenchConfig(
         nodes=nodes,
-        backend=backend,
+        backend=backend or ("auto" if inventory else "onnxruntime"),
         scenario=scenario,
         mode=mode,
         execution=execution,
@@ -69,21 +72,34 @@ def bench(
         system_name=system_name,
         division=division,
         system_meta=system_meta.expanduser().resolve() if system_meta else None,
+        cluster_nodes=tuple(cluster_nodes.split(",")) if cluster_nodes else None,
     )
     err = Console(stderr=True)
     if execution == "test" and not as_json:
         err.print("[bold yellow]TEST MODE[/]: a short run; its result is NOT valid for an MLPerf submission.")
 
-    live = functools.partial(live_view, transient=as_json)
+    live = functools.partial(jsonl_view if progress == "jsonl" else live_view, **({} if progress == "jsonl" else {"transient": as_json}))
+    if inventory is not None:
+        from orchestrator.bench.on_cluster import run_on_inventory
+
+        summary = run_on_inventory(conf, inventory, live=True, debug=state.debug or debug)
+        _print(summary, as_json)
+        return
     if as_json:
         # Ray's raylet and loadgen may write to fd 1: keep stdout for the JSON alone.
         with _stdout_to_stderr():
             summary = run_bench(conf, debug=state.debug or debug, live=live)
     else:
         summary = run_bench(conf, debug=state.debug or debug, live=live)
+    _print(summary, as_json)
+
+
+def _print(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(_json_view(summary), indent=2))
         return
+    from orchestrator.bench.view import results_table
+
     console = Console()
     for run in summary.get("runs", [summary]):
         console.print(results_table(run))
