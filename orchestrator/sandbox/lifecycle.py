@@ -365,3 +365,23 @@ def status(name: str = DEFAULT_NAME) -> SandboxStatus:
     can_read_rules = os.geteuid() == 0 and shutil.which("iptables", path=_SEARCH_PATH)
     rules = len(netns.sandbox_rules(name)) if can_read_rules else 0
     return SandboxStatus(state.plan, state.status, nodes, rules, netns.link_exists(state.plan.bridge))
+
+
+@contextlib.contextmanager
+def running(
+    nodes: int,
+    *,
+    name: str = DEFAULT_NAME,
+    cpus_per_node: int | None = None,
+    inventory_path: Path | None = None,
+):
+    """A sandbox for the length of a ``with`` block (tests, benchmarks), taken down on exit, even on error.
+
+    Yields:
+        The ``UpResult`` (``.plan.inventory_path`` is the inventory for ``orch deploy``).
+    """
+    result = up(nodes, name=name, cpus_per_node=cpus_per_node, inventory_path=inventory_path)
+    try:
+        yield result
+    finally:
+        down(name)

@@ -40,8 +40,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 SSHD = "/usr/sbin/sshd"
 DOCKERD = "/usr/sbin/dockerd"
 
-# Folders of the node bind-mounted over the host's, in this order (/tmp last:
-# the sandbox folder itself may live under the host's /tmp).
+# Folders of the node bind-mounted over the host's, in this order; a target that
+# holds the sandbox folder itself (/root for ~/.cache/orch, /tmp for a test's
+# cache) is moved last, else it would hide the sources of the binds after it.
 NODE_MOUNTS: tuple[tuple[str, str], ...] = (
     ("etc/hostname", "/etc/hostname"),
     ("etc/ssh", "/etc/ssh"),
@@ -279,6 +280,13 @@ def plan_sandbox(
     digest = _digest(name)[:8]
     network = subnet(subnet_index)
     directory = Path(root) / name
+    for hidden in ("/run", "/var/run", "/proc", "/sys", "/dev"):
+        # init.sh mounts fresh file systems there before anything else
+        if _covers(hidden, directory):
+            raise InputError(
+                f"sandbox folder {directory} is under {hidden}, which every node replaces; "
+                "set ORCH_CACHE_DIR to a folder elsewhere"
+            )
     cpu_sets = assign_cpus(nodes, cpus_per_node, available_cpus)
     planned = tuple(
         NodePlan(
@@ -443,10 +451,21 @@ def dockerd_command(plan: SandboxPlan, node: NodePlan) -> list[str]:
     ]
 
 
+def _covers(target: str, path: Path) -> bool:
+    return path == Path(target) or Path(target) in path.parents
+
+
+def bind_mounts(plan: SandboxPlan, node: NodePlan) -> list[tuple[Path, str]]:
+    """(source on the host, target in the node) of every bind mount, in the order init.sh makes them."""
+    binds = [(plan.hosts_file, "/etc/hosts")] + [(node.dir / src, dst) for src, dst in NODE_MOUNTS]
+    # sorted() is stable: only a target holding the sandbox folder moves (to the end)
+    return sorted(binds, key=lambda bind: _covers(bind[1], plan.dir))
+
+
 def init_script(plan: SandboxPlan, node: NodePlan) -> str:
     """The node's PID 1 (run by ``launch_command``): private mounts, then sshd and dockerd."""
     q = shlex.quote
-    mounts = "\n".join(f"mount --bind {q(str(node.dir / src))} {dst}" for src, dst in NODE_MOUNTS)
+    mounts = "\n".join(f"mount --bind {q(str(src))} {dst}" for src, dst in bind_mounts(plan, node))
     dockerd = " ".join(q(arg) for arg in dockerd_command(plan, node))
     return f"""#!/bin/sh
 # PID 1 of sandbox {plan.name!s} node {node.name} ({node.address}), written by orch sandbox up.
@@ -465,7 +484,6 @@ mount -t sysfs sysfs /sys
 mount --move /run/cgroup /sys/fs/cgroup
 rmdir /run/cgroup
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount --bind {q(str(plan.hosts_file))} /etc/hosts
 {mounts}
 echo {node.name} > /proc/sys/kernel/hostname
 mkdir -p /run/sshd

@@ -334,3 +334,28 @@ def test_status_of_a_missing_sandbox_says_how_to_create_one(capsys):
 
     assert main(["sandbox", "status", "--name", "nosuch"]) == 2
     assert "no sandbox named 'nosuch' (none exists); create one with: orch sandbox up --nodes 3 --name nosuch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("root", "last"),
+    [
+        ("/root/.cache/orch/sandbox", "/root"),  # the default cache of root
+        ("/tmp/pytest-of-root/pytest-1/orch-cache0/sandbox", "/tmp"),
+        ("/srv/cache/sandbox", "/srv"),
+        ("/var/cache/orch/sandbox", "/tmp"),  # nothing covers it: the plain order
+    ],
+)
+def test_the_bind_covering_the_sandbox_folder_comes_last(root, last):
+    plan = P.plan_sandbox("ci", 1, root=Path(root), subnet_index=5)
+    binds = P.bind_mounts(plan, plan.nodes[0])
+    assert [dst for _, dst in binds][-1] == last
+    assert sorted(dst for _, dst in binds) == sorted(["/etc/hosts", *(dst for _, dst in P.NODE_MOUNTS)])
+    # every source is made visible before a mount can hide it
+    for i, (src, _) in enumerate(binds):
+        assert not any(P._covers(dst, src) for _, dst in binds[:i])
+
+
+@pytest.mark.parametrize("root", ["/run/orch", "/var/run/x", "/dev/shm/orch", "/proc/1"])
+def test_sandbox_folders_under_what_nodes_replace_are_refused(root):
+    with pytest.raises(InputError, match="set ORCH_CACHE_DIR to a folder elsewhere"):
+        P.plan_sandbox("ci", 1, root=Path(root), subnet_index=5)
