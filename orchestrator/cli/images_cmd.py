@@ -30,7 +30,7 @@ def _mb(size: int) -> str:
 
 @images_app.command("base")
 def base_cmd(
-    tag: str = typer.Option(DEFAULT_BASE_IMAGE, "--tag", help="Tag of the base image to make."),
+    tag: str = typer.Option(DEFAULT_BASE_IMAGE, "--tag", "--base-image", help="Tag of the base image to make."),
     mirror: Optional[str] = typer.Option(None, "--mirror", help="Debian mirror URL (default: the one in /etc/apt)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the tag exists."),
 ) -> None:
@@ -112,7 +112,7 @@ def list_cmd(
         row = image_status(name, platform=platform, base_image=base_image, client=client)
         table.add_row(
             name, row.state, _mb(row.size_bytes) if row.size_bytes else "-",
-            row.expected or "(no wheelhouse yet: orch images build)", ", ".join(row.others) or "-",
+            row.expected or "(no wheelhouse yet: orch images build)", "\n".join(row.others) or "-",
         )
     _console().print(table)
 

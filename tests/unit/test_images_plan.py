@@ -265,3 +265,35 @@ def test_cli_bad_input_is_one_line_exit_2(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot reach a Docker engine at unix:///nonexistent/docker.sock" in err
     assert "start dockerd, or set DOCKER_HOST" in err
+
+
+class _FakeApi:
+    def __init__(self, images):
+        self.images = images
+
+    def inspect_image(self, ref):
+        import docker
+
+        if ref not in self.images:
+            raise docker.errors.ImageNotFound(ref)
+        return self.images[ref]
+
+
+class _FakeClient:
+    def __init__(self, images):
+        self.api = _FakeApi(images)
+
+
+def test_base_checks_name_the_flag(fake_images):
+    from orchestrator.images.build import _check_base
+
+    plan = _plan(fake_images)
+    good = {"Os": "linux", "Architecture": "amd64", "Config": {"Labels": {"org.orch.python": "3.11"}}}
+    _check_base(_FakeClient({"b": good}), "b", plan)
+    _check_base(_FakeClient({"b": {**good, "Config": {"Labels": None}}}), "b", plan)
+    with pytest.raises(InputError, match=r"base image b not found in the Docker engine \(--base-image\)"):
+        _check_base(_FakeClient({}), "b", plan)
+    with pytest.raises(InputError, match=r"base image b is linux/arm64, not linux/amd64 \(--platform\)"):
+        _check_base(_FakeClient({"b": {**good, "Architecture": "arm64"}}), "b", plan)
+    with pytest.raises(InputError, match="base image b has Python 3.12, orch images need Python 3.11"):
+        _check_base(_FakeClient({"b": {**good, "Config": {"Labels": {"org.orch.python": "3.12"}}}}), "b", plan)
