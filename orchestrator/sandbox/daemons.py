@@ -11,19 +11,8 @@ from pathlib import Path
 
 from orchestrator.errors import OrchError
 from orchestrator.sandbox import netns
-from orchestrator.sandbox.plan import (
-    CGROUP_ROOT,
-    NodePlan,
-    SandboxPlan,
-    cgroup_dirs,
-    cgroup_name_re,
-    hosts_file,
-    init_script,
-    known_hosts,
-    launch_command,
-    ssh_config,
-    sshd_config,
-)
+from orchestrator.sandbox.files import hosts_file, init_script, known_hosts, ssh_config, sshd_config
+from orchestrator.sandbox.plan import CGROUP_ROOT, NodePlan, SandboxPlan, cgroup_dirs, cgroup_name_re, launch_command
 from orchestrator.sandbox.state import NodeProcess
 
 READY_TIMEOUT_S = 90.0

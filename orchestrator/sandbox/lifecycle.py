@@ -128,7 +128,7 @@ def _write_inventory(plan: SandboxPlan) -> str:
     import yaml
 
     from orchestrator.inventory import parse_inventory
-    from orchestrator.sandbox.plan import inventory
+    from orchestrator.sandbox.files import inventory
 
     data = inventory(plan)
     parse_inventory(data, path=plan.inventory_path)  # the schema orch deploy reads: fail here, not there

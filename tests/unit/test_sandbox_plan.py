@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator.errors import InputError, OrchError
 from orchestrator.sandbox import lifecycle, netns
+from orchestrator.sandbox import files as F
 from orchestrator.sandbox import plan as P
 from orchestrator.sandbox.state import NodeProcess, SandboxState
 
@@ -191,7 +192,7 @@ Subsystem sftp internal-sftp
 
 
 def test_sshd_config_is_golden_key_auth_only():
-    assert P.sshd_config(_plan().nodes[0]) == SSHD_GOLDEN
+    assert F.sshd_config(_plan().nodes[0]) == SSHD_GOLDEN
 
 
 INIT_GOLDEN = """\
@@ -238,7 +239,7 @@ wait
 
 def test_init_script_is_golden():
     plan = _plan()
-    assert P.init_script(plan, plan.nodes[0]) == INIT_GOLDEN
+    assert F.init_script(plan, plan.nodes[0]) == INIT_GOLDEN
     # /tmp is bound last: the sandbox folder itself may live under the host's /tmp
     binds = [line for line in INIT_GOLDEN.splitlines() if line.startswith("mount --bind")]
     assert binds[-1].endswith(" /tmp")
@@ -246,18 +247,18 @@ def test_init_script_is_golden():
 
 def test_paths_with_spaces_are_quoted_in_the_init_script():
     plan = P.plan_sandbox("ci", 1, root=Path("/tmp/my cache"), subnet_index=5)
-    assert "mount --bind '/tmp/my cache/ci/hosts' /etc/hosts" in P.init_script(plan, plan.nodes[0])
+    assert "mount --bind '/tmp/my cache/ci/hosts' /etc/hosts" in F.init_script(plan, plan.nodes[0])
 
 
 def test_hosts_known_hosts_and_ssh_config():
     plan = _plan()
-    assert P.hosts_file(plan) == (
+    assert F.hosts_file(plan) == (
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         "10.77.5.1\tsandbox-host\n10.77.5.11\tnode1\n10.77.5.12\tnode2\n"
     )
     keys = {"node1": "ssh-ed25519 AAAAone root@node1", "node2": "ssh-ed25519 AAAAtwo root@node2"}
-    assert P.known_hosts(plan, keys) == "10.77.5.11 ssh-ed25519 AAAAone\n10.77.5.12 ssh-ed25519 AAAAtwo\n"
-    config = P.ssh_config(plan)
+    assert F.known_hosts(plan, keys) == "10.77.5.11 ssh-ed25519 AAAAone\n10.77.5.12 ssh-ed25519 AAAAtwo\n"
+    config = F.ssh_config(plan)
     assert "Host node2 10.77.5.12\n  HostName 10.77.5.12\n  User root\n" in config
     assert "UserKnownHostsFile /var/cache/orch/sandbox/ci/known_hosts\n  StrictHostKeyChecking yes" in config
 
@@ -266,7 +267,7 @@ def test_inventory_is_golden_and_valid_for_orch_deploy():
     from orchestrator.inventory import parse_inventory
 
     plan = _plan()
-    data = P.inventory(plan)
+    data = F.inventory(plan)
     assert data == {
         "cluster": "ci",
         "ssh": {
@@ -284,7 +285,7 @@ def test_inventory_is_golden_and_valid_for_orch_deploy():
     }  # fmt: skip
     inv = parse_inventory(data, path=plan.inventory_path)
     assert [n.host for n in inv.nodes] == ["10.77.5.11", "10.77.5.12"]
-    assert "cpus" not in P.inventory(_plan(cpus_per_node=None))["nodes"][0]
+    assert "cpus" not in F.inventory(_plan(cpus_per_node=None))["nodes"][0]
 
 
 def test_state_round_trips(tmp_path):
@@ -347,12 +348,12 @@ def test_status_of_a_missing_sandbox_says_how_to_create_one(capsys):
 )
 def test_the_bind_covering_the_sandbox_folder_comes_last(root, last):
     plan = P.plan_sandbox("ci", 1, root=Path(root), subnet_index=5)
-    binds = P.bind_mounts(plan, plan.nodes[0])
+    binds = F.bind_mounts(plan, plan.nodes[0])
     assert [dst for _, dst in binds][-1] == last
     assert sorted(dst for _, dst in binds) == sorted(["/etc/hosts", *(dst for _, dst in P.NODE_MOUNTS)])
     # every source is made visible before a mount can hide it
     for i, (src, _) in enumerate(binds):
-        assert not any(P._covers(dst, src) for _, dst in binds[:i])
+        assert not any(P.covers(dst, src) for _, dst in binds[:i])
 
 
 @pytest.mark.parametrize("root", ["/run/orch", "/var/run/x", "/dev/shm/orch", "/proc/1"])
