@@ -65,7 +65,8 @@ def down_cmd(name: str = NAME_OPTION) -> None:
         console.print(f"sandbox {name}: nothing to remove")
         return
     for line in removed:
-        console.print(f"  removed {line}", soft_wrap=True, markup=False)
+        text = line if line.startswith("kept ") else f"removed {line}"
+        console.print(f"  {text}", soft_wrap=True, markup=False)
     console.print(f"sandbox {name} down in {time.monotonic() - started:.1f} s")
 
 

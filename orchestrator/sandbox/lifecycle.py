@@ -263,7 +263,8 @@ def down(name: str = DEFAULT_NAME) -> list[str]:
     (netns ``orch-NAME-node*``, the name's bridge, cgroups and iptables comment).
 
     Returns:
-        One line per thing removed (empty when there was nothing).
+        One line per thing removed (empty when there was nothing); a line
+        starting with "kept " names something left on purpose.
 
     Raises:
         OrchError: something could not be removed (the line says what).
@@ -299,6 +300,8 @@ def _down(name: str) -> list[str]:
             if hashlib.sha256(inv.read_bytes()).hexdigest() == state.inventory_sha256:
                 inv.unlink()
                 removed.append(f"inventory {inv}")
+            else:
+                removed.append(f"kept inventory {inv}: it changed since up")
     if directory.exists():
         leftover = _mounts_under(directory)
         if leftover:

@@ -206,6 +206,7 @@ def test_failed_up_removes_what_it_created(monkeypatch):
     def boom(plan, processes, timeout):
         raise OrchError("simulated: node did not start")
 
+    lifecycle.down(name)  # what an earlier, interrupted run may have left
     monkeypatch.setattr(daemons, "wait_ready", boom)
     with pytest.raises(OrchError, match="simulated"):
         lifecycle.up(2, name=name)
