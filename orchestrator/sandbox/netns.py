@@ -43,7 +43,13 @@ def used_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Every network this machine routes to or has an address in (default routes left out)."""
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for family in ("-4", "-6"):
-        routes = json.loads(run(["ip", "-j", family, "route", "show", "table", "all"], what="reading routes") or "[]")
+        try:
+            out = run(["ip", "-j", family, "route", "show", "table", "all"], what="reading routes")
+        except OrchError:
+            if family == "-6":
+                continue  # IPv6 disabled on this machine: nothing to clash with
+            raise
+        routes = json.loads(out or "[]")
         for route in routes:
             dst = route.get("dst", "")
             if dst in ("", "default") or route.get("type") in ("broadcast", "multicast"):
