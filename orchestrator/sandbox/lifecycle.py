@@ -196,9 +196,16 @@ def _up(
     started: float,
 ) -> UpResult:
     existing = load_state(name)
-    if existing is not None or netns.sandbox_netns(name):
-        status = existing.status if existing else "left over, no state file"
-        raise InputError(f"sandbox {name!r} exists ({status}); run: orch sandbox down --name {name}")
+    if existing is not None:
+        raise InputError(f"sandbox {name!r} exists ({existing.status}); run: orch sandbox down --name {name}")
+    for left in netns.sandbox_netns(name):
+        owner = netns.netns_owner(left)
+        if owner is not None and owner.resolve() != (sandbox_root() / name).resolve():
+            raise InputError(
+                f"sandbox name {name!r} is taken on this machine by {owner} (another ORCH_CACHE_DIR); "
+                "choose another --name"
+            )
+        raise InputError(f"sandbox {name!r} exists (left over, no state file); run: orch sandbox down --name {name}")
     if inventory_path is not None:
         inventory_path = Path(inventory_path).expanduser().resolve()
         if inventory_path.exists():
@@ -280,6 +287,12 @@ def _down(name: str) -> list[str]:
     plan = state.plan if state else None
     directory = plan.dir if plan else sandbox_root() / name
     names = sorted(set(netns.sandbox_netns(name)) | ({n.netns for n in plan.nodes} if plan else set()))
+    foreign = {n: owner for n in names if (owner := netns.netns_owner(n)) and owner.resolve() != directory.resolve()}
+    if foreign:
+        # A sandbox of the same name from another orch cache is running: its
+        # netns, bridge, cgroups and rules carry this name too. Leave them all.
+        removed = [f"kept netns {n}: it belongs to the sandbox in {owner}" for n, owner in sorted(foreign.items())]
+        return removed + _remove_folder(name, directory)
     removed = daemons.stop_nodes(names, state.processes if state else {})
     removed += daemons.remove_cgroups(name)
     removed += netns.delete_network(plan, name, plan.bridge if plan else bridge_name(name))
@@ -302,13 +315,17 @@ def _down(name: str) -> list[str]:
                 removed.append(f"inventory {inv}")
             else:
                 removed.append(f"kept inventory {inv}: it changed since up")
-    if directory.exists():
-        leftover = _mounts_under(directory)
-        if leftover:
-            raise OrchError(f"sandbox {name}: {leftover[0]} is still mounted; unmount it, then run orch sandbox down again")
-        shutil.rmtree(directory)
-        removed.append(f"folder {directory}")
-    return removed
+    return removed + _remove_folder(name, directory)
+
+
+def _remove_folder(name: str, directory: Path) -> list[str]:
+    if not directory.exists():
+        return []
+    leftover = _mounts_under(directory)
+    if leftover:
+        raise OrchError(f"sandbox {name}: {leftover[0]} is still mounted; unmount it, then run orch sandbox down again")
+    shutil.rmtree(directory)
+    return [f"folder {directory}"]
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,23 @@ def netns_pids(netns: str) -> list[int]:
     return [int(word) for word in out.split()]
 
 
+def netns_owner(netns: str) -> Path | None:
+    """The sandbox folder whose node runs in ``netns`` (from its init.sh path), or None.
+
+    Sandbox names are machine-wide (netns, bridge, cgroups) while sandbox
+    folders live in each user's orch cache: this tells whose a netns is.
+    """
+    for pid in netns_pids(netns):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in args:
+            if arg.endswith(b"/init.sh"):
+                return Path(arg.decode(errors="replace")).parent.parent
+    return None
+
+
 def create_network(plan: SandboxPlan) -> None:
     """Create the bridge, the namespaces and the veth pairs (``plan.network_up_commands``)."""
     for command in network_up_commands(plan):

@@ -215,3 +215,17 @@ def test_failed_up_removes_what_it_created(monkeypatch):
 
     assert netns.sandbox_netns(name) == [] and not netns.link_exists(bridge_name(name))
     assert netns.sandbox_rules(name) == [] and not (sandbox_root() / name).exists()
+
+
+def test_a_sandbox_of_the_same_name_from_another_cache_is_left_alone(monkeypatch, tmp_path):
+    name = "e2e-own"
+    lifecycle.down(name)
+    with lifecycle.running(1, name=name) as mine:
+        monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "other-cache"))
+        with pytest.raises(OrchError, match=f"taken on this machine by {mine.plan.dir}"):
+            lifecycle.up(1, name=name)
+        kept = lifecycle.down(name)
+        assert kept == [f"kept netns {mine.plan.nodes[0].netns}: it belongs to the sandbox in {mine.plan.dir}"]
+        monkeypatch.undo()
+        assert all(n.running and n.ssh for n in lifecycle.status(name).nodes)
+    assert netns.sandbox_netns(name) == []
