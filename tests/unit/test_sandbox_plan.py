@@ -360,3 +360,32 @@ def test_the_bind_covering_the_sandbox_folder_comes_last(root, last):
 def test_sandbox_folders_under_what_nodes_replace_are_refused(root):
     with pytest.raises(InputError, match="set ORCH_CACHE_DIR to a folder elsewhere"):
         P.plan_sandbox("ci", 1, root=Path(root), subnet_index=5)
+
+
+def test_setup_cgroups_writes_the_cpusets_v1_and_v2(tmp_path):
+    from orchestrator.sandbox import daemons
+
+    v1_root = tmp_path / "v1"
+    (v1_root / "cpuset").mkdir(parents=True)
+    (v1_root / "cpuset" / "cpuset.cpus").write_text("0-3\n")
+    plan = _plan(cgroup_version=1, cpuset_mems="0")
+    assert daemons.setup_cgroups(plan, root=v1_root) is False
+    for node, cpus in zip(plan.nodes, ("0", "1")):
+        for directory in (v1_root / "cpuset" / node.cgroup, v1_root / "cpuset" / node.cgroup / "init"):
+            assert (directory / "cpuset.cpus").read_text() == cpus
+            assert (directory / "cpuset.mems").read_text() == "0"
+
+    v2_root = tmp_path / "v2"
+    v2_root.mkdir()
+    (v2_root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (v2_root / "cgroup.subtree_control").write_text("cpu memory\n")
+    plan = _plan(cgroup_version=2)
+    assert daemons.setup_cgroups(plan, root=v2_root) is True  # it had to enable cpuset
+    assert (v2_root / "cgroup.subtree_control").read_text() == "+cpuset"
+    assert (v2_root / "orch-ci-node2" / "cpuset.cpus").read_text() == "1"
+    assert (v2_root / "orch-ci-node2" / "init").is_dir()
+    assert daemons.setup_cgroups(_plan(cpus_per_node=None), root=tmp_path / "absent") is False
+
+    (v2_root / "cgroup.controllers").write_text("cpu io memory pids\n")
+    with pytest.raises(OrchError, match="cpuset controller is not available"):
+        daemons.setup_cgroups(plan, root=v2_root)
