@@ -50,7 +50,12 @@ def up_cmd(
 
 
 @sandbox_app.command("down")
-def down_cmd(name: str = NAME_OPTION) -> None:
+def down_cmd(
+    name: str = NAME_OPTION,
+    any_cache: bool = typer.Option(
+        False, "--any-cache", help="Also remove a sandbox of this name made with another ORCH_CACHE_DIR."
+    ),
+) -> None:
     """Remove everything the sandbox created (processes, namespaces, bridge, rules, files); safe to repeat."""
     import time
 
@@ -60,7 +65,7 @@ def down_cmd(name: str = NAME_OPTION) -> None:
 
     console = Console()
     started = time.monotonic()
-    removed = down(name)
+    removed = down(name, any_cache=any_cache)
     if not removed:
         console.print(f"sandbox {name}: nothing to remove")
         return

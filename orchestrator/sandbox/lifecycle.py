@@ -199,11 +199,11 @@ def _up(
     if existing is not None:
         raise InputError(f"sandbox {name!r} exists ({existing.status}); run: orch sandbox down --name {name}")
     for left in netns.sandbox_netns(name):
-        owner = netns.netns_owner(left)
-        if owner is not None and owner.resolve() != (sandbox_root() / name).resolve():
+        owner = _foreign_owner(left, sandbox_root() / name)
+        if owner is not None:
             raise InputError(
-                f"sandbox name {name!r} is taken on this machine by {owner} (another ORCH_CACHE_DIR); "
-                "choose another --name"
+                f"sandbox name {name!r} is taken on this machine by {owner} (another orch cache); choose another "
+                f"--name, or remove it: ORCH_CACHE_DIR={owner.parent.parent} orch sandbox down --name {name}"
             )
         raise InputError(f"sandbox {name!r} exists (left over, no state file); run: orch sandbox down --name {name}")
     if inventory_path is not None:
@@ -263,11 +263,26 @@ def _mounts_under(directory: Path) -> list[str]:
     return mounts
 
 
-def down(name: str = DEFAULT_NAME) -> list[str]:
+def _foreign_owner(netns_name: str, directory: Path) -> Path | None:
+    """The folder of another orch cache's live sandbox running in ``netns_name``, or None.
+
+    None too when the owner's state file is gone: those nodes are orphans that
+    any ``down`` of the name may remove.
+    """
+    owner = netns.netns_owner(netns_name)
+    if owner is None or owner.resolve() == directory.resolve() or not (owner / "state.json").exists():
+        return None
+    return owner
+
+
+def down(name: str = DEFAULT_NAME, *, any_cache: bool = False) -> list[str]:
     """Remove everything sandbox ``name`` created; safe to run again (then it removes nothing).
 
     Resources are found from the state file and, where it is gone, by name
     (netns ``orch-NAME-node*``, the name's bridge, cgroups and iptables comment).
+    A sandbox of the same name made with another orch cache (``ORCH_CACHE_DIR``)
+    is left alone unless ``any_cache`` is set (tests use it to clear what an
+    interrupted earlier session left).
 
     Returns:
         One line per thing removed (empty when there was nothing); a line
@@ -279,15 +294,21 @@ def down(name: str = DEFAULT_NAME) -> list[str]:
     validate_name(name)
     check_prerequisites()
     with _host_lock():
-        return _down(name)
+        removed: list[str] = []
+        if any_cache:
+            own = sandbox_root() / name
+            owners = {o for n in netns.sandbox_netns(name) if (o := _foreign_owner(n, own))}
+            for owner in sorted(owners):
+                removed += _down(name, owner.parent)
+        return removed + _down(name, sandbox_root())
 
 
-def _down(name: str) -> list[str]:
-    state = load_state(name)
+def _down(name: str, root: Path) -> list[str]:
+    state = load_state(name, root)
     plan = state.plan if state else None
-    directory = plan.dir if plan else sandbox_root() / name
+    directory = plan.dir if plan else root / name
     names = sorted(set(netns.sandbox_netns(name)) | ({n.netns for n in plan.nodes} if plan else set()))
-    foreign = {n: owner for n in names if (owner := netns.netns_owner(n)) and owner.resolve() != directory.resolve()}
+    foreign = {n: owner for n in names if (owner := _foreign_owner(n, directory))}
     if foreign:
         # A sandbox of the same name from another orch cache is running: its
         # netns, bridge, cgroups and rules carry this name too. Leave them all.

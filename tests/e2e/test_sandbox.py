@@ -219,7 +219,7 @@ def test_failed_up_removes_what_it_created(monkeypatch):
 
 def test_a_sandbox_of_the_same_name_from_another_cache_is_left_alone(monkeypatch, tmp_path):
     name = "e2e-own"
-    lifecycle.down(name)
+    lifecycle.down(name, any_cache=True)
     with lifecycle.running(1, name=name) as mine:
         monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "other-cache"))
         with pytest.raises(OrchError, match=f"taken on this machine by {mine.plan.dir}"):
@@ -229,3 +229,31 @@ def test_a_sandbox_of_the_same_name_from_another_cache_is_left_alone(monkeypatch
         monkeypatch.undo()
         assert all(n.running and n.ssh for n in lifecycle.status(name).nodes)
     assert netns.sandbox_netns(name) == []
+
+
+def test_orphans_of_another_cache_are_removed_by_name(monkeypatch, tmp_path):
+    name = "e2e-orphan"
+    lifecycle.down(name, any_cache=True)
+    first = lifecycle.up(1, name=name)
+    pids = netns.netns_pids(first.plan.nodes[0].netns)
+    monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "other-cache"))
+    # --any-cache removes a live sandbox of another cache, by its own state
+    assert main_down(name, "--any-cache") == 0
+    assert _leftovers(name, first.plan, pids) == []
+    # and nodes whose cache folder is gone (an interrupted test session) are orphans anyone may remove
+    monkeypatch.undo()
+    second = lifecycle.up(1, name=name)
+    (second.plan.state_file).unlink()
+    monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "third-cache"))
+    with pytest.raises(OrchError, match="exists \\(left over, no state file\\)"):
+        lifecycle.up(1, name=name)
+    assert any(line.startswith("netns ") for line in lifecycle.down(name))
+    assert netns.sandbox_netns(name) == [] and not netns.link_exists(second.plan.bridge)
+    monkeypatch.undo()
+    assert lifecycle.down(name) == [f"folder {second.plan.dir}"]
+
+
+def main_down(name: str, *flags: str) -> int:
+    from orchestrator.cli import main
+
+    return main(["sandbox", "down", "--name", name, *flags])
