@@ -1,0 +1,127 @@
+"""deepsparse against onnxruntime on the CPU: same model, same data, same settings, one run each.
+
+Both backends run ``orchestrator.backends.batching.predict`` (padding removal
+on, samples sorted by length, batches of --batch-size) over the first --count
+features of the real SQuAD dev part beside the project, with the same
+--threads. Engine compilation (deepsparse compiles one engine per length
+bucket, here all of them at load) and one warm-up batch per bucket are kept
+out of the timed pass and reported apart. Prints samples/s of each and the
+ratio deepsparse / onnxruntime, and with --json the whole record.
+
+Run it where both are importable: an ``orch[deepsparse]`` environment
+(deepsparse 1.8 needs CPython <= 3.11 and numpy < 2). ``orch[deepsparse]``
+brings onnxruntime too (deepsparse -> sparsezoo -> onnxruntime); if yours
+lacks it, ``pip install onnxruntime`` there.
+
+    /work/venv-ds/bin/python benchmarks/backends.py [--count 400] [--batch-size 8] [--threads 2] [--model demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "squad-v1.1-dev-part.json"
+BACKENDS = ("onnxruntime", "deepsparse")
+
+
+def measure(name: str, model_path: Path, features, count: int, batch_size: int, threads: int) -> dict:
+    """Load, warm up every bucket, then time one pass over the first ``count`` features."""
+    import numpy as np
+
+    from orchestrator.backends import get_backend
+    from orchestrator.backends.batching import BUCKETS, predict
+
+    backend = get_backend(name)
+    if name == "deepsparse":
+        backend.eager = True  # compile every bucket now, not inside the timed pass
+    started = time.perf_counter()
+    backend.load(model_path, threads=threads, batch_size=batch_size)
+    load_seconds = time.perf_counter() - started
+    ids, mask, seg, lengths = (a[:count] for a in (features.input_ids, features.input_mask, features.segment_ids, features.lengths))
+    # One full batch per bucket, so neither backend meets a new shape while timed.
+    started = time.perf_counter()
+    for bucket in BUCKETS:
+        rows = np.zeros((batch_size, bucket), np.int64)
+        backend.run(rows, rows, rows)
+    warmup_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    logits = predict(backend, ids, mask, seg, lengths, batch_size=batch_size, remove_padding=True)
+    seconds = time.perf_counter() - started
+    return {
+        "backend": name,
+        "samples": int(count),
+        "seconds": round(seconds, 3),
+        "samples_per_second": round(count / seconds, 3),
+        "load_seconds": round(load_seconds, 3),
+        "warmup_seconds": round(warmup_seconds, 3),
+        "device": backend.device_info(),
+        "_logits": logits,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=400, help="features to run (the first N of the data set)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--json", action="store_true", help="print the whole record as JSON")
+    args = parser.parse_args()
+    if not args.dataset.exists():
+        print(f"data set {args.dataset} is absent (the real SQuAD dev part lives in ../shared/data)", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+    import numpy as np
+
+    from orchestrator.errors import OrchError
+    from orchestrator.models.resolve import resolve_model
+    from orchestrator.squad.library import load_features
+
+    try:
+        choice = resolve_model(args.model, dataset=args.dataset.resolve())
+        features = load_features(choice.dataset_path, choice.vocab_path)
+        count = min(args.count, len(features))
+        runs = [measure(name, choice.path, features, count, args.batch_size, args.threads) for name in BACKENDS]
+    except OrchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ort, ds = runs
+    # Same answers, or the speed comparison means nothing.
+    lengths = features.lengths[:count]
+    real = np.arange(ort["_logits"].shape[1])[None, :] < lengths[:, None]
+    max_diff = float(np.abs(ort.pop("_logits") - ds.pop("_logits"))[real].max())
+    record = {
+        "model": choice.name,
+        "model_path": str(choice.path),
+        "dataset": str(choice.dataset_path),
+        "count": count,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "runs": runs,
+        "ratio_deepsparse_over_onnxruntime": round(ds["samples_per_second"] / ort["samples_per_second"], 3),
+        "max_abs_logit_diff": max_diff,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"model {choice.name}, {count} features of {choice.dataset_path.name}, batch {args.batch_size}, threads {args.threads}, padding removal on")
+    for run in runs:
+        print(f"  {run['backend']:<12} {run['samples_per_second']:8.2f} samples/s  ({run['seconds']:.1f} s; load {run['load_seconds']:.1f} s, warm-up {run['warmup_seconds']:.1f} s)")
+    print(f"  deepsparse / onnxruntime = {record['ratio_deepsparse_over_onnxruntime']:.2f}x   (max |logit diff| on real tokens {max_diff:.1e})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
