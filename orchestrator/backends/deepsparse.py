@@ -128,6 +128,7 @@ class DeepSparseBackend(Backend):
         self.compile_seconds: dict[tuple[int, int], float] = {}
         self._model = None  # the loaded ModelProto, kept only while preparing eagerly
         self._deepsparse = None
+        self._compile_mode = "lazy"
 
     def load(self, model_path: Path, *, threads: int | None = None, batch_size: int = 1) -> None:
         """Check the model and get ready to compile engines.
@@ -174,6 +175,7 @@ class DeepSparseBackend(Backend):
         self.engines.clear()
         self.compile_seconds.clear()
         eager = self.eager if self.eager is not None else os.environ.get(EAGER_ENV, "") not in ("", "0")
+        self._compile_mode = "eager" if eager else "lazy"
         if eager:
             self._model = model
             try:
@@ -237,6 +239,7 @@ class DeepSparseBackend(Backend):
             "cpu_avx_type": engines[0].cpu_avx_type if engines else None,
             "model_path": str(self.model_path) if self.model_path else None,
             "fixed_seq_length": None,
+            "compile": self._compile_mode,  # lazy: engines appear as buckets are first used
             "engines": [f"{b}x{s}" for b, s in sorted(self.engines)],
             "compile_seconds": round(sum(self.compile_seconds.values()), 3),
             # Below 1.0, part of the graph fell back to a slower path.

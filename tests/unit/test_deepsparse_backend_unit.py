@@ -115,7 +115,7 @@ def test_engines_per_bucket_compiled_once_and_outputs_scattered_back(tmp_path, f
     np.testing.assert_array_equal(again, out)
     info = backend.device_info()
     assert info["engines"] == ["3x64", "3x256", "3x384"] and info["deepsparse"] == "0.0-fake"
-    assert info["fixed_seq_length"] is None and info["num_cores"] == 2
+    assert info["fixed_seq_length"] is None and info["num_cores"] == 2 and info["compile"] == "lazy"
 
 
 def test_partial_batch_and_odd_width_are_padded_then_trimmed(tmp_path, fake_deepsparse):
@@ -149,6 +149,7 @@ def test_eager_compiles_every_bucket_at_load(tmp_path, fake_deepsparse, monkeypa
         backend = _loaded(tmp_path, batch_size=2, eager=True)
     assert FakeEngine.created == [(2, b) for b in BUCKETS]
     assert backend.device_info()["engines"] == [f"2x{b}" for b in BUCKETS]
+    assert backend.device_info()["compile"] == "eager"
     # The prepared static models are cached: a new backend in a new process would find them.
     assert len(list((tmp_path / "cache").glob("*.onnx"))) == len(BUCKETS)
 
