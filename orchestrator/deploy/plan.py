@@ -69,6 +69,9 @@ def preflight_commands(inventory: Inventory, node: Node) -> dict[str, str]:
     if node.profile.startswith("cuda"):
         commands["nvidia_smi"] = "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits"
         commands["runtimes"] = "docker info --format '{{json .Runtimes}}'"
+        # `docker run --gpus` works through the toolkit's hook even when no
+        # "nvidia" runtime is registered (CDI setups): accept either.
+        commands["gpu_hook"] = "command -v nvidia-container-runtime-hook nvidia-container-toolkit || true"
     return commands
 
 
@@ -117,6 +120,15 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def gpus_in_container_command(inventory: Inventory, node: Node) -> str:
+    """Lists the GPUs orch's container sees (one ``GPU n: ...`` line each)."""
+    return remote_cmd("docker", "exec", inventory.container_name(node), "nvidia-smi", "-L")
+
+
+def count_gpu_lines(stdout: str) -> int:
+    return sum(1 for line in stdout.splitlines() if line.startswith("GPU "))
 
 
 def ray_ip(node: Node, looked_up: str | None = None) -> str | None:

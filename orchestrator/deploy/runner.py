@@ -180,7 +180,8 @@ def _preflight_node(
             raise RemoteError(f"node {host}: inventory says gpus: {node.gpus} but nvidia-smi lists {len(report.gpus)}",
                               host=host)
         runtimes = transport.run(host, commands["runtimes"], timeout=60)
-        if not plan.has_nvidia_runtime(runtimes.stdout):
+        hook = transport.run(host, commands["gpu_hook"], timeout=60)
+        if not plan.has_nvidia_runtime(runtimes.stdout) and not hook.stdout.strip():
             raise RemoteError(
                 f"node {host}: Docker has no nvidia runtime, so containers cannot use the GPUs",
                 host=host,
@@ -235,6 +236,16 @@ def _ensure_container(transport: Transport, inventory: Inventory, node: Node, im
     command = plan.container_run_command(inventory, node, image)
     check(transport.run(host, command, timeout=120), host=host, command=command, what="docker run")
     report.container = "replaced" if state is not None else "started"
+    if node.gpus:
+        command = plan.gpus_in_container_command(inventory, node)
+        seen = plan.count_gpu_lines(transport.run(host, command, timeout=120).stdout)
+        if seen < node.gpus:
+            raise RemoteError(
+                f"node {host}: the container sees {seen} GPU(s), the inventory says gpus: {node.gpus}",
+                host=host,
+                command=command,
+                hint="check nvidia-container-toolkit on the node (docker run --gpus all ... nvidia-smi -L)",
+            )
 
 
 def _ray_state(transport: Transport, inventory: Inventory, head_ip: str) -> tuple[dict[str, dict[str, Any]], str | None]:

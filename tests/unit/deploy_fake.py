@@ -22,6 +22,9 @@ class FakeNode:
     containers: dict = field(default_factory=dict)  # name -> [status, image id, cluster label or None]
     ray: str = ""  # "" | "head" | "worker"
     free: int = 10**12
+    gpus: int = 0  # GPUs nvidia-smi lists on the host
+    nvidia_runtime: bool = False
+    gpus_in_container: int | None = None  # None: as many as the host has
 
 
 class FakeImages:
@@ -58,8 +61,20 @@ class FakeCluster:
             return Result(0, node.arch + "\n", "")
         if argv[:2] == ["docker", "version"]:
             return Result(0, "24.0.7\n", "")
+        if argv[:2] == ["docker", "info"] and "Runtimes" in command:
+            runtimes = {"runc": {}, **({"nvidia": {"path": "nvidia-container-runtime"}} if node.nvidia_runtime else {})}
+            return Result(0, json.dumps(runtimes) + "\n", "")
         if argv[:2] == ["docker", "info"]:
             return Result(0, "/var/lib/docker\n", "")
+        if argv[0] == "nvidia-smi":
+            if not node.gpus:
+                return Result(127, "", "sh: nvidia-smi: not found\n")
+            return Result(0, "".join("NVIDIA H100 80GB HBM3, 81559\n" for _ in range(node.gpus)), "")
+        if command.startswith("command -v nvidia-container-runtime-hook"):
+            return Result(0, "", "")
+        if argv[:2] == ["docker", "exec"] and argv[3:5] == ["nvidia-smi", "-L"]:
+            n = node.gpus if node.gpus_in_container is None else node.gpus_in_container
+            return Result(0, "".join(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})\n" for i in range(n)), "")
         if argv[0] == "df":
             rows = "".join(f"/dev/x 1 1 {node.free} 1% {p}\n" for p in argv[3:])
             return Result(0, "Filesystem 1-blocks Used Available Capacity Mounted on\n" + rows, "")
@@ -106,7 +121,8 @@ class FakeCluster:
             if head.ray != "head":
                 return Result(0, json.dumps({"error": "no Ray head"}) + "\n", "")
             alive = [
-                {"ip": n.ip, "alive": True, "node_id": name, "resources": {"CPU": float(n.cpus), "memory": 1e9}}
+                {"ip": n.ip, "alive": True, "node_id": name,
+                 "resources": {"CPU": float(n.cpus), "memory": 1e9, **({"GPU": float(n.gpus)} if n.gpus else {})}}
                 for name, n in self.nodes.items()
                 if n.ray
             ]

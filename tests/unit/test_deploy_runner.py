@@ -253,3 +253,39 @@ def test_fetch_run_dir_copies_every_file_and_run_json_last(tmp_path):
     assert (out / "sub" / "x.txt").read_text() == "sub/x.txt"
     with pytest.raises(RemoteError, match="empty"):
         fetch_run_dir(inv, "/data/runs/none", tmp_path / "x", transport=RecordingTransport())
+
+
+def cuda_inventory():
+    return parse_inventory(
+        {"cluster": "lab", "head": "g1", "images": {"cuda-onnxruntime": IMAGE.tag},
+         "nodes": [{"name": "g1", "host": "10.77.0.2", "profile": "cuda-onnxruntime", "gpus": 2, "cpus": 2}]},
+        path=Path("c.yaml"),
+    )
+
+
+def test_cuda_node_checks_gpus_runtime_and_passes_gpus_to_the_container():
+    fake = FakeCluster({"g1": FakeNode(ip="10.77.0.2", gpus=2, nvidia_runtime=True)}, head="g1")
+    report = deploy(cuda_inventory(), fake.transport, FakeImages(), ray_timeout=1, sleep=lambda s: None)
+    commands = fake.transport.commands("g1")
+    assert "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits" in commands
+    assert "docker info --format '{{json .Runtimes}}'" in commands
+    run = next(c for c in commands if c.startswith("docker run"))
+    assert " --gpus all --entrypoint sleep " in run
+    assert "docker exec orch-lab-g1 nvidia-smi -L" in commands
+    assert next(c for c in commands if "ray start" in c).endswith("--num-gpus=2 --disable-usage-stats --num-cpus=2 --include-dashboard=false")
+    assert report.nodes["g1"].gpus == [{"model": "NVIDIA H100 80GB HBM3", "memory_bytes": 81559 * 2**20}] * 2
+
+
+@pytest.mark.parametrize(
+    "node, message",
+    [
+        (FakeNode(ip="10.77.0.2", gpus=0, nvidia_runtime=True), "nvidia-smi failed"),
+        (FakeNode(ip="10.77.0.2", gpus=1, nvidia_runtime=True), "gpus: 2 but nvidia-smi lists 1"),
+        (FakeNode(ip="10.77.0.2", gpus=2, nvidia_runtime=False), "Docker has no nvidia runtime"),
+        (FakeNode(ip="10.77.0.2", gpus=2, nvidia_runtime=True, gpus_in_container=0), "the container sees 0 GPU"),
+    ],
+)
+def test_cuda_node_problems_are_named(node, message):
+    fake = FakeCluster({"g1": node}, head="g1")  # the fake finds no toolkit hook either
+    with pytest.raises(RemoteError, match=message):
+        deploy(cuda_inventory(), fake.transport, FakeImages(), ray_timeout=1, sleep=lambda s: None)
