@@ -22,7 +22,7 @@ from typing import Callable
 from orchestrator.errors import BuildError, InputError
 from orchestrator.images.invariant import check_same_runtime
 from orchestrator.images.plan import DEFAULT_BASE_IMAGE, BuildPlan, build_plan, source_digest
-from orchestrator.images.profiles import DEFAULT_PLATFORM, PROFILES, get_profile, profile_dir
+from orchestrator.images.profiles import DEFAULT_PLATFORM, get_profile, profile_dir
 from orchestrator.images.wheelhouse import Wheelhouse, ensure_wheelhouse, load_wheelhouse
 
 LOG_TAIL = 40
@@ -127,13 +127,6 @@ def check_images(refs: list[str], client=None) -> tuple[str, str]:
     return check_same_runtime({ref: image_labels(client, ref) for ref in refs})
 
 
-def plan_for(profile: str, *, platform: str = DEFAULT_PLATFORM, base_image: str = DEFAULT_BASE_IMAGE,
-             log: Callable[[str], None] | None = None) -> tuple[BuildPlan, Wheelhouse]:
-    """Download (or reuse) the wheelhouse of a profile and plan its build."""
-    house = ensure_wheelhouse(profile, platform, log=log)
-    return build_plan(profile, wheels=house.wheels, platform=platform, base_image=base_image), house
-
-
 def build_image(
     profile: str,
     *,
@@ -162,22 +155,44 @@ def build_image(
     get_profile(profile)
     client = client or docker_client()
     # The wheelhouse first: a wheel missing for the platform is the most basic refusal.
-    plan, house = plan_for(profile, platform=platform, base_image=base_image, log=log)
-    _check_base(client, base_image, plan)
-    existing = image_size(client, plan.tag)
-    if existing is not None and not force:
-        return BuildOutcome(plan, built=False, seconds=0.0, size_bytes=existing, wheelhouse=house)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"orch-ctx-{profile}-") as tmp:
-        context = Path(tmp)
-        assemble_context(plan, house.path, context)
+    house = ensure_wheelhouse(profile, platform, log=log)
+    with tempfile.TemporaryDirectory(prefix=f"orch-build-{profile}-") as tmp:
+        # One snapshot of orch's source is both hashed into the tag and built
+        # into the wheel, so the tag matches the content even while files change.
+        source = snapshot_source(Path(tmp) / "src")
+        plan = build_plan(profile, wheels=house.wheels, platform=platform, base_image=base_image,
+                          orch_source=source_digest(source / "orchestrator"))
+        _check_base(client, base_image, plan)
+        existing = image_size(client, plan.tag)
+        if existing is not None and not force:
+            return BuildOutcome(plan, built=False, seconds=0.0, size_bytes=existing, wheelhouse=house)
+        started = time.monotonic()
+        context = Path(tmp) / "context"
+        context.mkdir()
+        assemble_context(plan, house.path, context, source)
         _stream_build(client, plan, context, log)
     return BuildOutcome(plan, built=True, seconds=time.monotonic() - started,
                         size_bytes=image_size(client, plan.tag) or 0, wheelhouse=house)
 
 
-def assemble_context(plan: BuildPlan, wheel_dir: Path, context: Path) -> None:
-    """Fill ``context`` with the profile files, the wheels and orch's wheel.
+def snapshot_source(dest: Path) -> Path:
+    """Copy what orch's wheel is built from (pyproject, README, the package) to ``dest``.
+
+    Raises:
+        InputError: not run from a checkout of orch.
+    """
+    if not (REPO_ROOT / "pyproject.toml").is_file():
+        raise InputError(f"orch's source tree is not at {REPO_ROOT}", hint="run orch images build from a checkout of orch")
+    dest.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        if (REPO_ROOT / name).exists():
+            shutil.copy2(REPO_ROOT / name, dest / name)
+    shutil.copytree(REPO_ROOT / "orchestrator", dest / "orchestrator", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+def assemble_context(plan: BuildPlan, wheel_dir: Path, context: Path, source: Path) -> None:
+    """Fill ``context`` with the profile files, the wheels and orch's wheel built from ``source``.
 
     Raises:
         BuildError: orch's wheel could not be built.
@@ -192,33 +207,21 @@ def assemble_context(plan: BuildPlan, wheel_dir: Path, context: Path) -> None:
         except OSError:  # another file system: copy instead
             shutil.copy2(wheel_dir / name, context / "wheels" / name)
     (context / "orch").mkdir()
-    build_orch_wheel(context / "orch", plan.orch_wheel)
+    build_orch_wheel(source, context / "orch", plan.orch_wheel)
 
 
-def build_orch_wheel(dest: Path, expected_name: str) -> Path:
-    """``pip wheel --no-deps`` of this orch checkout into ``dest``.
+def build_orch_wheel(source: Path, dest: Path, expected_name: str) -> Path:
+    """``pip wheel --no-deps`` of an orch source snapshot (see ``snapshot_source``) into ``dest``.
 
-    The sources are copied to a temporary folder first so the build leaves
-    nothing (build/, egg-info) in the shared working tree.
+    Building from a copy leaves nothing (build/, egg-info) in the working tree.
 
     Raises:
-        InputError: not run from a checkout of orch.
         BuildError: pip failed or produced another file name.
     """
-    if not (REPO_ROOT / "pyproject.toml").is_file():
-        raise InputError(f"orch's source tree is not at {REPO_ROOT}", hint="run orch images build from a checkout of orch")
-    with tempfile.TemporaryDirectory(prefix="orch-src-") as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            if (REPO_ROOT / name).exists():
-                shutil.copy2(REPO_ROOT / name, src / name)
-        shutil.copytree(REPO_ROOT / "orchestrator", src / "orchestrator",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dest), str(src)],
-            capture_output=True, text=True, env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"),
-        )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dest), str(source)],
+        capture_output=True, text=True, env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"),
+    )
     wheel = dest / expected_name
     if proc.returncode != 0 or not wheel.is_file():
         tail = "\n".join(proc.stderr.splitlines()[-20:])
@@ -239,11 +242,6 @@ def image_status(
     others = tuple(t for t in tags if t != expected)
     state = "exists" if size is not None else ("stale" if others else "missing")
     return ImageStatus(profile, state, expected, size or 0, others)
-
-
-def all_profiles() -> list[str]:
-    """Every profile name, in table order."""
-    return list(PROFILES)
 
 
 def _check_base(client, base_image: str, plan: BuildPlan) -> None:
