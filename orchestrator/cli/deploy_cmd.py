@@ -63,7 +63,7 @@ def deploy_command(
     from rich.table import Table
 
     table = Table(title=f"cluster {inventory.cluster}: deployed in {report.seconds:.1f} s")
-    for column in ("node", "ray ip", "image", "MiB", "MB/s", "files", "container", "ray"):
+    for column in ("node", "ray ip", "image", "MiB", "MiB/s", "files", "container", "ray"):
         table.add_column(column)
     for name, r in report.nodes.items():
         shipped = r.image_bytes + r.files_bytes

@@ -70,11 +70,11 @@ class NodeReport:
     ray: str = ""  # "kept" | "started"
 
     @property
-    def image_mb_per_s(self) -> float:
+    def image_mib_per_s(self) -> float:
         return self.image_bytes / MiB / self.image_seconds if self.image_seconds > 0 else 0.0
 
     @property
-    def files_mb_per_s(self) -> float:
+    def files_mib_per_s(self) -> float:
         return self.files_bytes / MiB / self.files_seconds if self.files_seconds > 0 else 0.0
 
 
@@ -92,7 +92,7 @@ class DeployReport:
             "seconds": round(self.seconds, 3),
             "left_out": self.left_out,
             "nodes": {
-                name: {**r.__dict__, "image_mb_per_s": round(r.image_mb_per_s, 1), "files_mb_per_s": round(r.files_mb_per_s, 1)}
+                name: {**r.__dict__, "image_mib_per_s": round(r.image_mib_per_s, 1), "files_mib_per_s": round(r.files_mib_per_s, 1)}
                 for name, r in self.nodes.items()
             },
         }

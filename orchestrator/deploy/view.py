@@ -42,8 +42,8 @@ class DeployView:
 
     def table(self) -> Table:
         table = Table(title="orch deploy", expand=False)
-        for column in ("node", "phase", "detail", "shipped", "MB/s"):
-            table.add_column(column, justify="right" if column in ("shipped", "MB/s") else "left")
+        for column in ("node", "phase", "detail", "shipped", "MiB/s"):
+            table.add_column(column, justify="right" if column in ("shipped", "MiB/s") else "left")
         with self._lock:
             for name, row in self._rows.items():
                 elapsed = (row["until"] or time.monotonic()) - row["since"] if row["since"] else 0

@@ -88,7 +88,7 @@ def test_cold_then_warm_deploy_then_ray_spans_both_nodes_then_teardown(cluster, 
         assert report["image"] == "shipped" and report["image_bytes"] >= size * 0.9
         assert report["files_sent"] >= 5 and report["container"] == "started" and report["ray"] == "started"
     print(f"\ncold deploy {cold['seconds']:.1f} s: " + ", ".join(
-        f"{n} image {r['image_bytes'] / 2**20:.0f} MiB at {r['image_mb_per_s']} MB/s, "
+        f"{n} image {r['image_bytes'] / 2**20:.0f} MiB at {r['image_mib_per_s']} MiB/s, "
         f"files {r['files_bytes'] / 2**20:.1f} MiB" for n, r in nodes.items()))
 
     code, warm = _deploy(cluster)
