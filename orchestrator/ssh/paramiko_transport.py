@@ -8,6 +8,7 @@ stream gets the same large window.
 
 from __future__ import annotations
 
+import codecs
 import socket
 import threading
 import time
@@ -268,6 +269,8 @@ class ParamikoTransport:
         deadline = None if timeout is None else time.monotonic() + timeout
         out: list[bytes] = []
         err: list[bytes] = []
+        # Incremental decoders: a UTF-8 character may be split across two reads.
+        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
 
         def drain() -> bool:
             got = False
@@ -283,7 +286,7 @@ class ParamikoTransport:
                 else:
                     out.append(data)
                 if on_output:
-                    on_output("stdout", data.decode("utf-8", "replace"))
+                    on_output("stdout", decoders["stdout"].decode(data))
             while channel.recv_stderr_ready():
                 data = channel.recv_stderr(CHUNK)
                 if not data:
@@ -291,7 +294,7 @@ class ParamikoTransport:
                 got = True
                 err.append(data)
                 if on_output:
-                    on_output("stderr", data.decode("utf-8", "replace"))
+                    on_output("stderr", decoders["stderr"].decode(data))
             return got
 
         def timed_out() -> None:
