@@ -173,7 +173,7 @@ def test_streamed_output_arrives_whole_even_across_reads(transport):
     pieces = []
     text = "é" * 300000  # 600 kB of two-byte characters: reads will split some
     result = transport.run(
-        "local", remote_cmd("python3", "-c", f"import sys; sys.stdout.write('é' * 300000); sys.stderr.write('x')"),
+        "local", remote_cmd("python3", "-c", "import sys; sys.stdout.write('é' * 300000); sys.stderr.write('x')"),
         on_output=lambda stream, chunk: pieces.append((stream, chunk)),
     )
     assert result.ok and result.stdout == text
