@@ -14,7 +14,10 @@ _INVENTORY = typer.Option(..., "--inventory", "-i", help="The cluster inventory 
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)  # logs and pipes: do not fold the tables
+    return console
 
 
 def _transport(inventory, trust_new_hosts: bool, console):

@@ -208,6 +208,8 @@ def deploy_json(inventory: Inventory, node: Node, payload: Payload, ray_ips: dic
         "nodes": [
             {
                 "name": n.name,
+                # False for a node left out (--skip-unreachable): the bench must not count on it.
+                "deployed": n.name in ray_ips,
                 "ray_ip": ray_ips.get(n.name),
                 "profile": n.profile,
                 "gpus": n.gpus,
