@@ -257,6 +257,13 @@ def _ray_state(transport: Transport, inventory: Inventory, head_ip: str) -> tupl
     return plan.parse_ray_nodes(got.stdout)
 
 
+def _joined(node: Node, report: NodeReport, alive: dict[str, dict[str, Any]], old_ids: dict[str, Any]) -> bool:
+    info = alive.get(report.ray_ip)
+    if info is None or not plan.ray_resources_ok(node, info.get("resources", {})):
+        return False
+    return report.ray != "started" or info.get("node_id") != old_ids.get(report.ray_ip)
+
+
 def _start_ray(
     transport: Transport,
     inventory: Inventory,
@@ -273,6 +280,9 @@ def _start_ray(
     if reports[head.name].container == "kept":
         alive, _error = _ray_state(transport, inventory, head_ip)
     head_ok = head_ip in alive and plan.ray_resources_ok(head, alive[head_ip].get("resources", {}))
+    # Ray ids seen before anything starts: a node restarted here must come back
+    # with a new id (the head may still list its old raylet as alive for a while).
+    old_ids = {ip: info.get("node_id") for ip, info in alive.items()}
 
     def start(node: Node, is_head: bool) -> None:
         host = node.name
@@ -308,11 +318,7 @@ def _start_ray(
     deadline = time.monotonic() + timeout
     while True:
         alive, error = _ray_state(transport, inventory, head_ip)
-        missing = [
-            n.name for n in nodes
-            if reports[n.name].ray_ip not in alive
-            or not plan.ray_resources_ok(n, alive[reports[n.name].ray_ip].get("resources", {}))
-        ]
+        missing = [n.name for n in nodes if not _joined(n, reports[n.name], alive, old_ids)]
         if not missing:
             return alive
         if time.monotonic() > deadline:

@@ -25,6 +25,7 @@ class FakeNode:
     gpus: int = 0  # GPUs nvidia-smi lists on the host
     nvidia_runtime: bool = False
     gpus_in_container: int | None = None  # None: as many as the host has
+    ray_id: str = ""
 
 
 class FakeImages:
@@ -50,6 +51,7 @@ class FakeCluster:
         self.head = head
         self.image = image
         self.transport = RecordingTransport(responder=self.respond)
+        self.starts = 0
 
     def _file(self, host, path):
         return self.transport.remote_files.get((host, path))
@@ -112,6 +114,8 @@ class FakeCluster:
             return Result(0, "".join(f"{n}\n" for n, c in node.containers.items() if c[2] == wanted), "")
         if argv[:2] == ["docker", "exec"] and argv[3:5] == ["ray", "start"]:
             node.ray = "head" if "--head" in argv else "worker"
+            self.starts += 1
+            node.ray_id = f"{host}-{self.starts}"
             return Result(0, "Ray runtime started.\n", "")
         if argv[:2] == ["docker", "exec"] and argv[3:5] == ["ray", "stop"]:
             node.ray = ""
@@ -121,7 +125,7 @@ class FakeCluster:
             if head.ray != "head":
                 return Result(0, json.dumps({"error": "no Ray head"}) + "\n", "")
             alive = [
-                {"ip": n.ip, "alive": True, "node_id": name,
+                {"ip": n.ip, "alive": True, "node_id": n.ray_id,
                  "resources": {"CPU": float(n.cpus), "memory": 1e9, **({"GPU": float(n.gpus)} if n.gpus else {})}}
                 for name, n in self.nodes.items()
                 if n.ray

@@ -289,3 +289,36 @@ def test_cuda_node_problems_are_named(node, message):
     fake = FakeCluster({"g1": node}, head="g1")  # the fake finds no toolkit hook either
     with pytest.raises(RemoteError, match=message):
         deploy(cuda_inventory(), fake.transport, FakeImages(), ray_timeout=1, sleep=lambda s: None)
+
+
+def test_restarted_worker_must_rejoin_with_a_new_ray_id():
+    """n2's container vanished; the head still lists its dead raylet for a while: deploy waits for the new one."""
+    import json
+
+    inv = make_inventory()
+    fake = cluster()
+    deploy(inv, fake.transport, FakeImages(), sleep=lambda s: None)
+    old_id = fake.nodes["n2"].ray_id
+    fake.nodes["n2"].containers.clear()  # removed behind orch's back
+    fake.nodes["n2"].ray = ""
+    original = fake.respond
+    stale_answers = {"left": 3}
+
+    def head_lags(host, command):
+        result = original(host, command)
+        if "python -c" in command and stale_answers["left"] > 0:
+            stale_answers["left"] -= 1
+            data = json.loads(result.stdout)
+            data["nodes"] = [n for n in data["nodes"] if n["ip"] != "10.77.0.3"] + [
+                {"ip": "10.77.0.3", "alive": True, "node_id": old_id, "resources": {"CPU": 2.0}}
+            ]
+            return type(result)(0, json.dumps(data) + "\n", "")
+        return result
+
+    fake.transport.responder = head_lags
+    before = len(fake.transport.calls)
+    report = deploy(inv, fake.transport, FakeImages(), sleep=lambda s: None)
+    queries = [c for c in fake.transport.calls[before:] if c.command and "python -c" in c.command]
+    assert (report.nodes["n1"].ray, report.nodes["n2"].container, report.nodes["n2"].ray) == ("kept", "started", "started")
+    assert len(queries) == 4  # the first (before starting) and two more stale answers, then the new raylet
+    assert report.ray_nodes["10.77.0.3"]["node_id"] != old_id
