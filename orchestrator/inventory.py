@@ -34,7 +34,6 @@ HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$"
 USER_PATTERN = r"^[a-z_][a-z0-9_.-]{0,31}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
-Port = int  # checked by Field(ge=1, le=65535) where used
 
 
 def _expand_local_path(value: Path | None, info: ValidationInfo) -> Path | None:
