@@ -14,6 +14,7 @@ brings onnxruntime too (deepsparse -> sparsezoo -> onnxruntime); if yours
 lacks it, ``pip install onnxruntime`` there.
 
     /work/venv-ds/bin/python benchmarks/backends.py [--count 400] [--batch-size 8] [--threads 2] [--model demo]
+        [--sparsity 0.8]   # a magnitude-pruned copy of the model: what sparse kernels gain
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,6 +68,19 @@ def measure(name: str, model_path: Path, features, count: int, batch_size: int, 
     }
 
 
+def pruned_copy(model_path: Path, sparsity: float, folder: Path) -> Path:
+    """A magnitude-pruned copy of the model in ``folder`` (see ``deepsparse_graph.magnitude_prune``)."""
+    import onnx
+
+    from orchestrator.backends.deepsparse_graph import load_model, magnitude_prune
+
+    model = load_model(model_path)
+    magnitude_prune(model, sparsity)
+    out = folder / f"{model_path.stem}-sparse{round(sparsity * 100)}.onnx"
+    onnx.save_model(model, str(out))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=400, help="features to run (the first N of the data set)")
@@ -73,6 +88,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--model", default="demo")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--vocab", type=Path, default=None, help="vocab.txt (default: the model's; needed for a model given by path)")
+    parser.add_argument("--sparsity", type=float, default=0.0,
+                        help="magnitude-prune the model's MatMul weights to this fraction of zeros first (answers become meaningless; shows sparse speed)")
     parser.add_argument("--json", action="store_true", help="print the whole record as JSON")
     args = parser.parse_args()
     if not args.dataset.exists():
@@ -87,10 +105,12 @@ def main() -> int:
     from orchestrator.squad.library import load_features
 
     try:
-        choice = resolve_model(args.model, dataset=args.dataset.resolve())
+        choice = resolve_model(args.model, vocab=args.vocab, dataset=args.dataset.resolve())
         features = load_features(choice.dataset_path, choice.vocab_path)
         count = min(args.count, len(features))
-        runs = [measure(name, choice.path, features, count, args.batch_size, args.threads) for name in BACKENDS]
+        with tempfile.TemporaryDirectory(prefix="orch-bench-backends-") as tmp:
+            model_path = pruned_copy(choice.path, args.sparsity, Path(tmp)) if args.sparsity else choice.path
+            runs = [measure(name, model_path, features, count, args.batch_size, args.threads) for name in BACKENDS]
     except OrchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -106,6 +126,7 @@ def main() -> int:
         "count": count,
         "batch_size": args.batch_size,
         "threads": args.threads,
+        "sparsity": args.sparsity,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "runs": runs,
@@ -116,7 +137,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
-    print(f"model {choice.name}, {count} features of {choice.dataset_path.name}, batch {args.batch_size}, threads {args.threads}, padding removal on")
+    sparse = f" pruned to {args.sparsity:.0%} zeros" if args.sparsity else ""
+    print(f"model {choice.name}{sparse}, {count} features of {choice.dataset_path.name}, batch {args.batch_size}, threads {args.threads}, padding removal on")
     for run in runs:
         print(f"  {run['backend']:<12} {run['samples_per_second']:8.2f} samples/s  ({run['seconds']:.1f} s; load {run['load_seconds']:.1f} s, warm-up {run['warmup_seconds']:.1f} s)")
     print(f"  deepsparse / onnxruntime = {record['ratio_deepsparse_over_onnxruntime']:.2f}x   (max |logit diff| on real tokens {max_diff:.1e})")

@@ -301,3 +301,38 @@ def _replace_nodes(graph, nodes: list) -> None:
         copy.CopyFrom(n)
     del graph.node[:]
     graph.node.extend(copies)
+
+
+def magnitude_prune(model, sparsity: float) -> int:
+    """Zero the smallest-magnitude ``sparsity`` fraction of each 2-D MatMul weight, in place.
+
+    For benchmarks and tests of sparse models only: pruning without
+    retraining spoils a model's answers; it shows what DeepSparse's sparse
+    kernels do with an unstructured-sparse model of the same shape.
+
+    Returns:
+        The number of weight tensors pruned.
+
+    Raises:
+        ValueError: ``sparsity`` is outside [0, 1).
+    """
+    from onnx import numpy_helper
+
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), not {sparsity}")
+    weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMul" and len(n.input) == 2}
+    count = 0
+    for init in model.graph.initializer:
+        if init.name not in weights:
+            continue
+        w = numpy_helper.to_array(init)
+        if w.ndim != 2 or w.dtype.kind != "f":
+            continue
+        k = int(w.size * sparsity)
+        if k == 0:
+            continue
+        threshold = np.partition(np.abs(w).ravel(), k - 1)[k - 1]
+        pruned = np.where(np.abs(w) <= threshold, np.zeros((), w.dtype), w)
+        init.CopyFrom(numpy_helper.from_array(pruned, init.name))
+        count += 1
+    return count

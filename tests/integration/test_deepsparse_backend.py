@@ -69,3 +69,24 @@ def test_deepsparse_matches_onnxruntime_on_the_demo(demo, batch_size):
     assert len(info["engines"]) >= 2  # more than one length bucket was used
     # deepsparse never rewrote the model file it was given.
     assert file_sha256(model_path) == sha_before
+
+
+def test_a_sparse_model_given_by_path_matches_onnxruntime(demo, tmp_path):
+    import onnx
+
+    from orchestrator.backends.deepsparse_graph import load_model, magnitude_prune
+
+    model_path, features = demo
+    model = load_model(model_path)
+    assert magnitude_prune(model, 0.8) > 0
+    sparse = tmp_path / "demo-sparse80.onnx"
+    onnx.save_model(model, str(sparse))
+    subset = slice(0, 12)
+    ids, mask, seg, lengths = (a[subset] for a in (features.input_ids, features.input_mask, features.segment_ids, features.lengths))
+    outs = {}
+    for name in ("onnxruntime", "deepsparse"):
+        backend = get_backend(name)
+        backend.load(sparse, threads=2, batch_size=5)
+        outs[name] = predict(backend, ids, mask, seg, lengths, batch_size=5)
+    real = np.arange(384)[None, :] < lengths[:, None]
+    assert np.abs(outs["deepsparse"] - outs["onnxruntime"])[real].max() < ATOL

@@ -151,3 +151,18 @@ def test_prepare_static_names_an_unreadable_model(tmp_path):
     with pytest.raises(ModelError, match=r"bad\.onnx") as info:
         graph.prepare_static(None, bad, graph.file_sha256(bad), 1, 64, tmp_path / "cache")
     assert "\n" not in str(info.value)
+
+
+def test_magnitude_prune_zeroes_the_smallest_matmul_weights():
+    model = _ln_gelu_model()
+    w_before = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w"))
+    gamma_before = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "gamma"))
+    assert graph.magnitude_prune(model, 0.75) == 1  # only the MatMul weight
+    w = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w"))
+    assert (w == 0).sum() == int(w.size * 0.75)
+    kept = w != 0
+    np.testing.assert_array_equal(w[kept], w_before[kept])
+    assert np.abs(w_before[~kept]).max() <= np.abs(w_before[kept]).min()
+    np.testing.assert_array_equal(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "gamma")), gamma_before)
+    with pytest.raises(ValueError):
+        graph.magnitude_prune(model, 1.0)
