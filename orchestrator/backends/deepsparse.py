@@ -3,7 +3,8 @@
 DeepSparse 1.8 compiles an engine for one static input shape, so this backend
 keeps one engine per (sequence-length bucket of ``batching.BUCKETS``, batch
 size), compiled on the first batch that needs it (or all at ``load`` with
-``eager=True`` / ``ORCH_DEEPSPARSE_EAGER=1``). A batch narrower than its
+``eager=True`` / ``ORCH_DEEPSPARSE_EAGER=1``). A model exported with a fixed
+sequence length gets a single engine of that length (padding removal off). A batch narrower than its
 bucket is padded with padding tokens (mask 0, invisible to real tokens) and a
 last partial batch is padded to the engine's batch size by repeating its last
 row; both are trimmed off the outputs.
@@ -122,7 +123,7 @@ class DeepSparseBackend(Backend):
         self.batch_size = 1
         self.output_indices: tuple[int, int] = (0, 1)
         self.input_order: list[int] = [0, 1, 2]
-        # Bucketing makes any sequence length work, so padding removal stays on.
+        # None: the model takes any length, one engine per bucket (padding removal on).
         self.fixed_seq_length: int | None = None
         self.engines: dict[tuple[int, int], Any] = {}
         self.compile_seconds: dict[tuple[int, int], float] = {}
@@ -157,12 +158,10 @@ class DeepSparseBackend(Backend):
         model = graph.load_model(path)
         view = _GraphView(model)
         output_names, fixed = check_interface(view, path)
-        if fixed is not None:
-            # A model fixed to one length cannot be given the other buckets' shapes.
-            raise ModelError(
-                f"model {path} fixes its sequence length to {fixed}; the deepsparse backend compiles one engine per length bucket",
-                hint="export the model with a dynamic sequence axis, or use --backend onnxruntime",
-            )
+        if fixed is not None and fixed > MAX_SEQ_LENGTH:
+            raise ModelError(f"model {path} fixes its sequence length to {fixed}, above {MAX_SEQ_LENGTH}", hint="give a model for SQuAD features of 384 tokens")
+        # A model fixed to one length gets one engine of that length (padding removal off).
+        self.fixed_seq_length = fixed
         all_outputs = [o.name for o in view.get_outputs()]
         self.output_indices = (all_outputs.index(output_names[0]), all_outputs.index(output_names[1]))
         # The engine takes its inputs in graph order, whatever that order is.
@@ -174,15 +173,19 @@ class DeepSparseBackend(Backend):
         self.batch_size = batch_size
         self.engines.clear()
         self.compile_seconds.clear()
-        eager = self.eager if self.eager is not None else os.environ.get(EAGER_ENV, "") not in ("", "0")
+        eager = self.eager if self.eager is not None else os.environ.get(EAGER_ENV, "").lower() not in ("", "0", "false", "no")
         self._compile_mode = "eager" if eager else "lazy"
         if eager:
             self._model = model
             try:
-                for seq in BUCKETS:
+                for seq in self.buckets():
                     self.engine_for(seq)
             finally:
                 self._model = None
+
+    def buckets(self) -> tuple[int, ...]:
+        """The sequence lengths engines are compiled for: the model's fixed one, or ``batching.BUCKETS``."""
+        return (self.fixed_seq_length,) if self.fixed_seq_length is not None else BUCKETS
 
     def engine_for(self, seq_length: int):
         """The engine for [batch_size, seq_length], compiled (and its model prepared) on first use."""
@@ -213,7 +216,12 @@ class DeepSparseBackend(Backend):
         n, width = arrays[0].shape
         if width > MAX_SEQ_LENGTH:
             raise ValueError(f"sequence length {width} is above {MAX_SEQ_LENGTH}")
-        seq = bucket_length(width)
+        if self.fixed_seq_length is not None:
+            if width > self.fixed_seq_length:
+                raise ValueError(f"sequence length {width} is above the model's fixed {self.fixed_seq_length}")
+            seq = self.fixed_seq_length
+        else:
+            seq = bucket_length(width)
         engine = self.engine_for(seq)
         start = np.empty((n, width), np.float32)
         end = np.empty((n, width), np.float32)
@@ -238,7 +246,7 @@ class DeepSparseBackend(Backend):
             "deepsparse": getattr(self._deepsparse, "__version__", None),
             "cpu_avx_type": engines[0].cpu_avx_type if engines else None,
             "model_path": str(self.model_path) if self.model_path else None,
-            "fixed_seq_length": None,
+            "fixed_seq_length": self.fixed_seq_length,
             "compile": self._compile_mode,  # lazy: engines appear as buckets are first used
             "engines": [f"{b}x{s}" for b, s in sorted(self.engines)],
             "compile_seconds": round(sum(self.compile_seconds.values()), 3),

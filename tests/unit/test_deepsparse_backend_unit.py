@@ -154,10 +154,23 @@ def test_eager_compiles_every_bucket_at_load(tmp_path, fake_deepsparse, monkeypa
     assert len(list((tmp_path / "cache").glob("*.onnx"))) == len(BUCKETS)
 
 
-def test_a_model_with_a_fixed_length_is_refused(tmp_path, fake_deepsparse):
-    with pytest.raises(ModelError, match=r"fixes its sequence length to 384") as info:
-        DeepSparseBackend(cache_dir=tmp_path).load(_model(tmp_path, seq=384), batch_size=1)
-    assert "\n" not in str(info.value)
+def test_a_model_with_a_fixed_length_gets_one_engine_and_no_padding_removal(tmp_path, fake_deepsparse):
+    backend = DeepSparseBackend(cache_dir=tmp_path / "cache", eager=True)
+    backend.load(_model(tmp_path, seq=384), batch_size=2)
+    assert backend.fixed_seq_length == 384 and backend.buckets() == (384,)
+    assert FakeEngine.created == [(2, 384)]
+    ids, mask, seg, lens = _features([30, 300, 5])
+    with pytest.raises(ModelError, match="fixed sequence length of 384"):
+        predict(backend, ids, mask, seg, lens, batch_size=2)
+    out = predict(backend, ids, mask, seg, lens, batch_size=2, remove_padding=False)
+    real = np.arange(384)[None, :] < lens[:, None]
+    np.testing.assert_array_equal(out[..., 0][real], (ids * mask)[real].astype(np.float32))
+    # Narrower batches are padded up to the fixed length.
+    start, _ = backend.run(*(a[:, :64].astype(np.int64) for a in (ids, mask, seg)))
+    assert start.shape == (3, 64) and FakeEngine.created == [(2, 384)]
+    assert backend.device_info()["fixed_seq_length"] == 384
+    with pytest.raises(ModelError, match="above 384"):
+        DeepSparseBackend(cache_dir=tmp_path / "cache").load(_model(tmp_path, seq=512, name="long.onnx"), batch_size=1)
 
 
 def test_a_model_without_the_bert_interface_is_refused(tmp_path, fake_deepsparse):
