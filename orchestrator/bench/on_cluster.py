@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
@@ -135,7 +136,9 @@ def run_on_inventory(conf: cfg.BenchConfig, inventory_path: Path, *, live: bool 
             view = Live(progress, console=Console(stderr=True), refresh_per_second=4)
             view.start()
         try:
-            result = exec_in_head(inventory, argv, transport=transport, on_output=on_output)
+            # Test hooks (ORCH_TEST_*) travel to the driver like the flags do.
+            hooks = {k: v for k, v in os.environ.items() if k.startswith("ORCH_TEST_")}
+            result = exec_in_head(inventory, argv, transport=transport, on_output=on_output, env=hooks)
         finally:
             if view is not None:
                 view.stop()

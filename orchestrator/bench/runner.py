@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -140,6 +141,7 @@ class Session:
                     num_gpus=s.num_gpus,
                     node_id=s.node_id,
                     kill_after_chunks=kill.get(s.worker),
+                    chunk_delay=float(os.environ.get("ORCH_TEST_CHUNK_DELAY", "0") or 0),
                 )
                 for s in self.slots
             ]
@@ -448,8 +450,6 @@ def _system_name(conf: cfg.BenchConfig) -> str:
 
 def _kill_hook() -> dict[str, int]:
     """Test hook ORCH_TEST_KILL_WORKER="worker:chunks[,worker:chunks]": that worker dies after N chunks."""
-    import os
-
     spec = os.environ.get("ORCH_TEST_KILL_WORKER", "")
     hooks = {}
     for part in filter(None, spec.split(",")):

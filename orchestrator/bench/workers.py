@@ -38,6 +38,7 @@ class WorkerSpec:
     num_gpus: float = 0.0
     node_id: str | None = None  # Ray node to pin the actor to (None: anywhere)
     kill_after_chunks: int | None = None  # test hook: SIGKILL itself before chunk N+1
+    chunk_delay: float = 0.0  # test hook: seconds of sleep per chunk, to make a run last
 
 
 class InferenceWorker:
@@ -82,6 +83,8 @@ class InferenceWorker:
         if self.spec.kill_after_chunks is not None and self.chunks_done >= self.spec.kill_after_chunks:
             # Test hook: die the hard way, like a killed process or a lost node.
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.spec.chunk_delay:
+            time.sleep(self.spec.chunk_delay)
         started = time.perf_counter()
         idx = np.asarray(sample_indices, dtype=np.int64)
         logits = predict(
