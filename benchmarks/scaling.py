@@ -39,7 +39,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=240, help="samples per run (test mode)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--dataset", type=Path, default=None, help="SQuAD JSON to deploy (default: the demo data)")
+    shared = ROOT.parent / "shared" / "data" / "squad-v1.1-dev-part.json"
+    parser.add_argument("--dataset", type=Path, default=shared if shared.exists() else None,
+                        help="SQuAD JSON to deploy (default: the real SQuAD part beside the project, else the demo data)")
     args = parser.parse_args()
 
     from orchestrator.images.base import build_base
@@ -70,6 +72,7 @@ def main() -> int:
                 name: {k: r.get(k) for k in ("image", "image_bytes", "image_mb_per_s", "files_bytes", "files_sent")}
                 for name, r in nodes.items()
             }
+        figures["dataset"] = str(args.dataset) if args.dataset else "demo"
         rates = {}
         for nodes in (1, 2):
             out = Path(tmp) / f"run-{nodes}"

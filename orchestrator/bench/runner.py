@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -166,7 +167,10 @@ class Session:
                 while getattr(cause, "cause", None) is not None:
                     cause = cause.cause
                 text = str(cause).strip().splitlines()
-                raise RunError(f"worker {name} failed to start: {text[-1] if text else type(cause).__name__}") from exc
+                line = text[-1] if text else type(cause).__name__
+                # Ray prefixes the worker's exception with its class path.
+                line = re.sub(r"^[\w.]+(Error|Exception): ", "", line)
+                raise RunError(f"worker {name} failed to start: {line}") from exc
             info["node_ip"] = addresses.get(info.pop("node_id"), "?")
             self.infos[name] = info
             if self.infos[name]["samples_available"] != self.inputs.total:

@@ -108,6 +108,25 @@ def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     assert not (tmp_path / "run").exists()
 
 
+def test_bad_files_one_line_exit_2(tmp_path):
+    from orchestrator.models.demo import demo_dataset_path, demo_vocab_path
+
+    (tmp_path / "notsquad.json").write_text('{"data": 5}')
+    (tmp_path / "vocab.txt").write_text("hello\nworld\n")
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x01not an onnx model" * 40)
+    demo = ["--vocab", str(demo_vocab_path()), "--dataset", str(demo_dataset_path())]
+    cases = [
+        (["--dataset", str(tmp_path / "notsquad.json")], "notsquad.json is not SQuAD v1.1"),
+        (["--vocab", str(tmp_path / "vocab.txt")], "vocab.txt is not a BERT WordPiece vocab"),
+        (["--model", str(tmp_path / "bad.onnx"), *demo], "cannot load model " + str(tmp_path / "bad.onnx")),
+    ]
+    for args, needle in cases:
+        proc = orch("bench", "--out", str(tmp_path / "run"), *args, timeout=180)
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("orch: error:")]
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_earlier_run_refused_without_force(runs):
     run_dir = runs[("performance", 1)]["run_dir"]
     before = Path(run_dir, "run.json").read_text()
