@@ -49,6 +49,12 @@ def _import_deepsparse():
             f"backend 'deepsparse' needs the deepsparse package, which cannot be imported ({exc})",
             hint=f"install it with: {INSTALL_HINTS['deepsparse']}",
         ) from exc
+    except Exception as exc:  # an unsupported CPU or a numpy 2 environment fails inside the import
+        text = str(exc).strip().splitlines()
+        raise BackendError(
+            f"backend 'deepsparse': importing deepsparse failed ({type(exc).__name__}: {text[0] if text else ''})",
+            hint=f"deepsparse 1.8 needs x86_64 AVX2/AVX-512 or aarch64, numpy < 2 and CPython <= 3.11: {INSTALL_HINTS['deepsparse']}",
+        ) from exc
     return deepsparse
 
 

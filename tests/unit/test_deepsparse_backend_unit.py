@@ -207,3 +207,20 @@ def test_pad_batch():
         pad_batch([a], 1, 5)  # more rows than the engine's batch
     with pytest.raises(ValueError):
         pad_batch([a], 2, 2)  # wider than the bucket
+
+
+def test_a_deepsparse_that_fails_inside_its_import_is_a_backend_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def failing(name, *args, **kwargs):
+        if name == "deepsparse":
+            raise RuntimeError("Neural Magic: unsupported instruction set\nmore text")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "deepsparse", raising=False)
+    monkeypatch.setattr(builtins, "__import__", failing)
+    with pytest.raises(BackendError, match="RuntimeError: Neural Magic: unsupported instruction set") as info:
+        DeepSparseBackend().load(_model(tmp_path))
+    assert "\n" not in str(info.value) and "AVX2" in str(info.value)
