@@ -90,3 +90,21 @@ def test_a_sparse_model_given_by_path_matches_onnxruntime(demo, tmp_path):
         outs[name] = predict(backend, ids, mask, seg, lengths, batch_size=5)
     real = np.arange(384)[None, :] < lengths[:, None]
     assert np.abs(outs["deepsparse"] - outs["onnxruntime"])[real].max() < ATOL
+
+
+def test_orch_bench_runs_the_deepsparse_backend_locally(demo, tmp_path):
+    """`orch bench --backend deepsparse --mode accuracy` (one local node): complete, scored like onnxruntime."""
+    from orchestrator.bench.config import BenchConfig
+    from orchestrator.bench.runner import run_bench
+    from orchestrator.squad.accuracy import score_logits
+
+    model_path, features = demo
+    conf = BenchConfig(nodes=1, backend="deepsparse", mode="accuracy", execution="test", model="demo", batch_size=4, threads=2,
+                       out=tmp_path / "run")
+    result = run_bench(conf)
+    assert result["complete"] is True and result["backend"] == "deepsparse" and result["count"] == len(features)
+    assert [node["backend"] for node in result["per_node"]] == ["deepsparse"]
+    assert result["per_node"][0]["samples"] == len(features)
+    reference, _ = _logits("onnxruntime", model_path, features, 4)
+    expected = score_logits(features, {i: reference[i] for i in range(len(features))})
+    assert result["exact_match"] == expected.exact_match and result["f1"] == expected.f1
