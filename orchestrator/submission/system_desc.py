@@ -126,7 +126,9 @@ def system_description(
     Args:
         per_node: run.json ``per_node`` entries (each with ``name`` and ``facts``).
         submitter, division, system_name: as in the tree's directory names.
-        backend: run.json ``backend`` (names the framework).
+        backend: run.json ``backend``: names the framework of nodes whose
+            entry has no ``backend`` of its own (each node's own wins, so a
+            mixed cluster is described node by node).
         meta: overrides from ``load_system_meta`` (its ``measurements`` key is ignored here).
 
     Returns:
@@ -137,12 +139,16 @@ def system_description(
     accelerators = [f.get("accelerators") or [] for f in facts]
     accel_models = [", ".join(sorted({a.get("model") or NA for a in acc})) if acc else "none" for acc in accelerators]
     accel_memory = [_bytes(acc[0].get("memory_bytes")) if acc else "none" for acc in accelerators]
-    label, package = BACKEND_PACKAGES.get(backend, (backend, backend))
-    framework = _describe([_join(label, (f.get("frameworks") or {}).get(package)) for f in facts])
+    # A mixed cluster runs a backend per node (run.json per_node[].backend).
+    backends = [str(node.get("backend") or backend) for node in per_node]
+    packages = [BACKEND_PACKAGES.get(b, (b, b)) for b in backends]
+    frameworks = [_join(label, (f.get("frameworks") or {}).get(package)) or label for (label, package), f in zip(packages, facts)]
+    framework = _describe(frameworks)
     software = [
         _join_all(f"{pkg} {ver}" for pkg, ver in sorted((f.get("frameworks") or {}).items()) if pkg != package)
-        for f in facts
+        for (_, package), f in zip(packages, facts)
     ]
+    mixed = len(set(backends)) > 1
     system = {
         "division": division,
         "submitter": submitter,
@@ -175,8 +181,9 @@ def system_description(
         "accelerator_memory_configuration": NA,
         "accelerator_on-chip_memories": NA,
         "cooling": NA,
-        "hw_notes": _hw_notes(names, facts),
-        "sw_notes": f"Benchmarked with orch, backend {backend}; system facts collected on each node at run time.",
+        "hw_notes": _hw_notes(names, facts, frameworks if mixed else None),
+        "sw_notes": _sw_notes(names, backends, frameworks) if mixed
+        else f"Benchmarked with orch, backend {backends[0] if backends else backend}; system facts collected on each node at run time.",
         "host_network_card_count": _describe([str(sum(1 for n in f.get("network") or [] if not n.get("virtual"))) if f.get("network") is not None else None for f in facts]),
         "system_type_detail": NA,
     }
@@ -229,10 +236,16 @@ def _networking(interfaces: Any) -> str | None:
     return ", ".join(f"{n['iface']} {n['speed_mbps']} Mb/s" if n.get("speed_mbps") else f"{n['iface']} (speed unknown)" for n in cards)
 
 
-def _hw_notes(names: list[str], facts: list[dict[str, Any]]) -> str:
-    """Per-node hardware, so a mixed cluster is described node by node."""
+def _sw_notes(names: list[str], backends: list[str], frameworks: list[str]) -> str:
+    """Which node ran which backend, for a cluster whose nodes ran different ones."""
+    ran = "; ".join(f"{name}: {fw} (orch backend {b})" for name, b, fw in zip(names, backends, frameworks))
+    return f"Benchmarked with orch, one backend per node ({ran}); system facts collected on each node at run time."
+
+
+def _hw_notes(names: list[str], facts: list[dict[str, Any]], frameworks: list[str] | None = None) -> str:
+    """Per-node hardware, so a mixed cluster is described node by node (with each node's framework when they differ)."""
     parts = []
-    for name, f in zip(names, facts):
+    for i, (name, f) in enumerate(zip(names, facts)):
         cpu = f.get("cpu_model") or "unknown CPU"
         threads = f.get("threads")
         accel = [a.get("model") for a in f.get("accelerators") or []]
@@ -240,6 +253,7 @@ def _hw_notes(names: list[str], facts: list[dict[str, Any]]) -> str:
         text += f", {threads} threads" if threads else ""
         text += f", {_bytes(f.get('memory_bytes')) or 'unknown'} memory"
         text += f", {len(accel)}x {', '.join(sorted(set(accel)))}" if accel else ", no accelerator"
+        text += f", runs {frameworks[i]}" if frameworks else ""
         parts.append(text)
     return "; ".join(parts) or NA
 

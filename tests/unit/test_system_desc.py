@@ -123,3 +123,24 @@ def test_detail_log_errors_are_found_by_flag_and_by_key(tmp_path):
     path.write_text("not a log\n")
     with pytest.raises(SubmissionError, match="no loadgen entries"):
         parse_detail_log(path)
+
+
+def test_system_json_golden_for_nodes_running_different_backends():
+    """node1 ran DeepSparse, node2 ONNX Runtime: framework, sw_notes and hw_notes say which node ran what."""
+    cpu = {**EPYC, "accelerators": [], "frameworks": {"ray": "2.60.0", "mlcommons-loadgen": "6.0.17", "orch": "0.1.0"}}
+    nodes = [
+        {"name": "node1", "backend": "deepsparse", "facts": {**cpu, "hostname": "ds", "frameworks": {**cpu["frameworks"], "deepsparse": "1.8.0"}}},
+        {"name": "node2", "backend": "onnxruntime", "facts": {**cpu, "hostname": "ort", "frameworks": {**cpu["frameworks"], "onnxruntime": "1.32.0"}}},
+    ]
+    system = system_description(nodes, submitter="Acme", division="open", system_name="mixed2", backend="auto")
+    golden = json.loads((GOLDEN / "system_mixed_backends.json").read_text())
+    assert system == golden
+    assert "auto" not in system["framework"] and "auto" not in system["sw_notes"]
+
+
+def test_system_json_auto_with_one_backend_names_it_not_auto():
+    nodes = [{"name": n, "backend": "onnxruntime", "facts": {**EPYC, "frameworks": {"onnxruntime": "1.32.0"}}} for n in ("a", "b")]
+    system = system_description(nodes, submitter="A", division="open", system_name="s", backend="auto")
+    assert system["framework"] == "ONNX Runtime 1.32.0"
+    assert system["sw_notes"].startswith("Benchmarked with orch, backend onnxruntime;")
+    assert "runs " not in system["hw_notes"]
