@@ -63,7 +63,13 @@ class LocalImages:
             build = f"orch images build --profile {profile}" if profile else "build it"
             raise InputError(f"image {tag} is not on this machine's Docker engine", hint=f"run: {build}") from None
         attrs = image.attrs
-        return ImageFacts(tag=tag, id=attrs["Id"], arch=attrs.get("Architecture", ""), size=int(attrs.get("Size", 0)))
+        return ImageFacts(
+            tag=tag,
+            id=attrs["Id"],
+            arch=attrs.get("Architecture", ""),
+            size=int(attrs.get("Size", 0)),
+            labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+        )
 
     def save(self, tag: str) -> Iterator[bytes]:
         """The ``docker save`` tar of ``tag`` (tag kept, so ``docker load`` names it), in chunks."""

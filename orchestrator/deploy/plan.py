@@ -42,6 +42,7 @@ class ImageFacts:
     id: str
     arch: str  # Docker's name: amd64, arm64
     size: int  # bytes, uncompressed
+    labels: dict[str, str] | None = None  # Config.Labels (orch stamps its Python and Ray there)
 
 
 def data_path(node: Node, relative: str) -> str:

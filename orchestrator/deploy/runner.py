@@ -21,6 +21,7 @@ from orchestrator.deploy.local_images import image_tag
 from orchestrator.deploy.payload import Payload, files_to_send, remote_manifest_command, remote_sizes_command, ship_payload
 from orchestrator.deploy.plan import ImageFacts
 from orchestrator.errors import InputError, RemoteError
+from orchestrator.images.invariant import check_same_runtime
 from orchestrator.inventory import Inventory, Node
 from orchestrator.ssh.fanout import fan_out, failures, raise_failures
 from orchestrator.ssh.transport import Transport, check
@@ -358,7 +359,8 @@ def deploy(
         What was found and done on each node, and which nodes were left out.
 
     Raises:
-        InputError: a local image is missing.
+        InputError: a local image is missing, or the images mix Python/Ray
+            versions (or lack orch's labels saying which they have).
         RemoteError: one or more nodes failed (all of them named in one line).
     """
     listener = listener or _Quiet()
@@ -366,6 +368,9 @@ def deploy(
     facts: dict[str, ImageFacts] = {}
     for profile in sorted({n.profile for n in inventory.nodes}):
         facts[profile] = images.facts(image_tag(inventory, profile), profile)
+    # Each profile has its own image, but Ray needs one Python minor and one
+    # Ray version on every node: a mix fails here, before any node is touched.
+    check_same_runtime({f.tag: f.labels for f in facts.values()})
 
     nodes = list(inventory.nodes)
     for node in nodes:

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from orchestrator.deploy.plan import ImageFacts
 from orchestrator.ssh import RecordingTransport, Result
 
-IMAGE = ImageFacts(tag="orch/cpu-onnxruntime:latest", id="sha256:" + "a" * 64, arch="amd64", size=1000)
+IMAGE = ImageFacts(
+    tag="orch/cpu-onnxruntime:latest", id="sha256:" + "a" * 64, arch="amd64", size=1000,
+    labels={"org.orch.python": "3.11", "org.orch.ray": "2.60.0"},
+)  # fmt: skip
 
 
 @dataclass

@@ -118,9 +118,9 @@ def test_new_image_replaces_container_and_restarts_ray_everywhere(payload):
     inv = make_inventory()
     fake = cluster()
     deploy(inv, fake.transport, FakeImages(), payload=None, sleep=lambda s: None)
-    from .deploy_fake import ImageFacts
+    import dataclasses
 
-    new = ImageFacts(IMAGE.tag, "sha256:" + "b" * 64, "amd64", 1000)
+    new = dataclasses.replace(IMAGE, id="sha256:" + "b" * 64)
     fake.image = new
     report = deploy(inv, fake.transport, FakeImages(new), payload=None, sleep=lambda s: None)
     assert {r.container for r in report.nodes.values()} == {"replaced"}
