@@ -18,6 +18,8 @@ SCENARIOS = ("Offline",)
 TEST_MIN_DURATION_MS = 1000
 # Default --count in test mode when the data set is larger than this.
 TEST_DEFAULT_COUNT_CAP = 1024
+# Samples of the short test run that measures target_qps before a valid run.
+CALIBRATION_COUNT = 1024
 # The official BERT Offline minimum query size (mlperf.conf, compiled into loadgen).
 OFFICIAL_MIN_QUERY_COUNT = 10833
 

@@ -188,7 +188,7 @@ class Session:
 
         conf = self.conf
         count = conf.sample_count(self.inputs.total, dataset=self.inputs.dataset_path)
-        target_qps = self._target_qps(count)
+        target_qps = self._target_qps(count, mode)
         out = out.resolve()
         check_out(out, conf.force)
         tmp = out.parent / f".{out.name}.partial"
@@ -332,17 +332,17 @@ class Session:
         return list(nodes.values())
 
     def _calibration_key(self) -> str:
-        system = self.conf.system_name or self.conf.ray_address or cfg.local_system_name()
-        if self.conf.cluster_nodes:
-            system = cfg.read_deploy_json()["cluster"] + ":" + ",".join(self.conf.cluster_nodes)
-        return cfg.calibration_key(system, self.conf.backend, self.inputs.model_name, self.conf.nodes, self.conf.batch_size)
+        return calibration_key_for(self.conf, self.inputs.model_name)
 
-    def _target_qps(self, count: int) -> float:
+    def _target_qps(self, count: int, mode: str) -> float:
         if self.conf.target_qps:
             return self.conf.target_qps
         if self.conf.execution == "test":
             return cfg.test_target_qps(count)
         stored = cfg.load_calibration(self._calibration_key())
+        if stored is None and mode == "accuracy":
+            # An accuracy run issues every sample once whatever target_qps says.
+            return cfg.test_target_qps(count)
         if stored is None:
             raise InputError(
                 "a valid run needs a target QPS: none was given and none was measured for this system",
@@ -372,6 +372,9 @@ def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[
     out = (conf.out or default_out(conf.mode)).resolve()
     check_out(out, conf.force)
     conf.sample_count(inputs.total, dataset=inputs.dataset_path)  # fail on --count before Ray starts
+    if conf.execution == "valid" and conf.mode != "accuracy" and not conf.target_qps:
+        if cfg.load_calibration(calibration_key_for(conf, inputs.model_name)) is None:
+            _calibrate(conf, inputs, debug=debug, live=live)
     if conf.mode != "submission":
         with Session(conf, inputs, debug=debug) as session:
             return session.run(conf.mode, out, live=live)
@@ -408,6 +411,32 @@ def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[
             "invalid_reasons": list(built.invalid_reasons),
         },
     }
+
+
+def calibration_key_for(conf: cfg.BenchConfig, model_name: str) -> str:
+    """Where this system's measured throughput is stored (same nodes, backend, model, batch)."""
+    if conf.cluster_nodes:
+        system = cfg.read_deploy_json()["cluster"] + ":" + ",".join(conf.cluster_nodes)
+    else:
+        system = conf.ray_address or cfg.local_system_name()
+    return cfg.calibration_key(system, conf.backend, model_name, conf.nodes, conf.batch_size)
+
+
+def _calibrate(conf: cfg.BenchConfig, inputs: Inputs, *, debug: bool, live) -> None:
+    """A short test-mode performance run that measures and stores this system's samples/s.
+
+    Run in its own process so the valid run's process calls FromConfig once.
+    """
+    import tempfile
+
+    count = min(inputs.total, cfg.CALIBRATION_COUNT)
+    with tempfile.TemporaryDirectory(prefix="orch-calibration-") as tmp:
+        probe = dataclasses.replace(
+            conf, mode="performance", execution="test", count=count, out=Path(tmp) / "run", force=True, target_qps=None
+        )
+        result = _run_in_child(probe, debug=debug, live=live)
+    if not result.get("samples_per_second"):
+        raise RunError("the calibration run measured no throughput", hint="pass --target-qps X")
 
 
 def _run_in_child(conf: cfg.BenchConfig, *, debug: bool, live) -> dict[str, Any]:

@@ -134,3 +134,13 @@ def test_earlier_run_refused_without_force(runs):
     assert proc.returncode == 2
     assert "already holds an earlier run" in proc.stderr and "--force" in proc.stderr
     assert Path(run_dir, "run.json").read_text() == before
+
+
+def test_valid_accuracy_run_leaves_official_rules_untouched(tmp_path):
+    result = bench_json("--execution", "valid", "--mode", "accuracy", "--out", str(tmp_path / "run"))
+    conf = (tmp_path / "run" / "user.conf").read_text().splitlines()
+    assert [line for line in conf if not line.startswith("#")] == [conf[-1]]
+    assert conf[-1].startswith("bert.Offline.target_qps = ")
+    assert result["execution"] == "valid" and result["count"] == result["total_sample_count"]
+    detail = (tmp_path / "run" / "mlperf_log_detail.txt").read_text()
+    assert '"key": "effective_min_duration_ms", "value": 600000' in detail

@@ -67,3 +67,21 @@ def test_calibration_round_trip():
     assert cfg.load_calibration(key) is None
     cfg.store_calibration(key, 12.5, samples=100)
     assert cfg.load_calibration(key) == 12.5
+
+
+def test_valid_run_without_target_qps_calibrates_first(monkeypatch, tmp_path):
+    from orchestrator.bench import runner
+
+    seen = []
+
+    def fake_child(conf, *, debug, live):
+        seen.append(conf)
+        return {"samples_per_second": 42.0}
+
+    monkeypatch.setattr(runner, "_run_in_child", fake_child)
+    inputs = runner.Inputs("demo", Path("/m"), Path("/v"), Path("/d"), None, None, total=5000)
+    runner._calibrate(cfg.BenchConfig(nodes=2, execution="valid", mode="submission", submitter="T"), inputs,
+                      debug=False, live=None)
+    (probe,) = seen
+    assert (probe.mode, probe.execution, probe.count, probe.force, probe.nodes) == (
+        "performance", "test", cfg.CALIBRATION_COUNT, True, 2)
