@@ -306,11 +306,19 @@ def _invalid_block(reasons: list[str]) -> str:
     )
 
 
+def _per_node_backends(perf: Run) -> str:
+    """Each node's backend, e.g. ' (node1: deepsparse, node2: onnxruntime)', for a --backend auto run; else ''."""
+    nodes = perf.meta.get("per_node") or []
+    if perf.meta.get("backend") != "auto" or not nodes:
+        return ""
+    return " (" + ", ".join(f"{n.get('name')}: `{n.get('backend')}`" for n in nodes) + ")"
+
+
 def _results_readme(perf: Run, acc: Run, system_name: str, reasons: list[str]) -> str:
     return f"""# bert-99 Offline on {system_name}
 {_invalid_block(reasons)}
 Produced with orch {perf.meta.get('orch_version', '?')} (MLPerf Inference, loadgen {perf.detail.values.get('loadgen_version', '?')}),
-backend `{perf.meta.get('backend')}`, model `{perf.meta.get('model')}` ({Path(str(perf.meta.get('model_path'))).name}),
+backend `{perf.meta.get('backend')}`{_per_node_backends(perf)}, model `{perf.meta.get('model')}` ({Path(str(perf.meta.get('model_path'))).name}),
 {perf.meta.get('nodes', len(perf.meta.get('per_node') or []))} node(s).
 
 ## How to reproduce

@@ -28,3 +28,18 @@ def cpu_image() -> str:
         pytest.skip(f"no Docker engine reachable: {exc}")
     base = build_base(DEFAULT_BASE_IMAGE, client=client)
     return build_image("cpu-onnxruntime", base_image=base.tag, client=client).plan.tag
+
+
+@pytest.fixture(scope="session")
+def deepsparse_image(cpu_image) -> str:
+    """The tag of the current ``cpu-deepsparse`` image, built (on the same base) if needed.
+
+    Depends on ``cpu_image`` so the skip reasons and the base build come from one place.
+    """
+    from orchestrator.images.base import build_base
+    from orchestrator.images.build import build_image, docker_client
+    from orchestrator.images.plan import DEFAULT_BASE_IMAGE
+
+    client = docker_client()
+    base = build_base(DEFAULT_BASE_IMAGE, client=client)
+    return build_image("cpu-deepsparse", base_image=base.tag, client=client).plan.tag
