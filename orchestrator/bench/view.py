@@ -139,10 +139,17 @@ def results_table(summary: dict[str, Any]) -> Table:
         table.add_row("accuracy", f"exact_match {summary['exact_match']:.3f}, f1 {summary['f1']:.3f}")
     if summary.get("model_note"):
         table.add_row("model", summary["model_note"])
-    table.add_row("backend / model", f"{summary['backend']} / {summary['model']}")
+    backend = summary["backend"]
+    if backend == "auto":
+        backend += f" ({', '.join(summary.get('backends') or [])})"
+    table.add_row("backend / model", f"{backend} / {summary['model']}")
     for node in summary["per_node"]:
         rate = node["samples"] / node["seconds"] if node["seconds"] else 0.0
-        table.add_row(f"node {node['name']}", f"{node['samples']} samples, {node['seconds']:.1f} s busy, {rate:.1f} samples/s")
+        # Each node's own backend: on a mixed cluster they differ.
+        table.add_row(
+            f"node {node['name']}",
+            f"{node.get('backend') or summary['backend']}: {node['samples']} samples, {node['seconds']:.1f} s busy, {rate:.1f} samples/s",
+        )
     if summary.get("lost_actors"):
         table.add_row("lost", f"{', '.join(a['name'] for a in summary['lost_actors'])}; {summary['rerun_samples']} samples re-run")
     table.add_row("run directory", summary["run_dir"])
