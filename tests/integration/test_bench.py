@@ -144,3 +144,32 @@ def test_valid_accuracy_run_leaves_official_rules_untouched(tmp_path):
     assert result["execution"] == "valid" and result["count"] == result["total_sample_count"]
     detail = (tmp_path / "run" / "mlperf_log_detail.txt").read_text()
     assert '"key": "effective_min_duration_ms", "value": 600000' in detail
+
+
+def test_submission_mode_builds_a_tree_from_real_demo_runs(tmp_path):
+    import hashlib
+    import tarfile
+
+    out = tmp_path / "sub"
+    result = bench_json("--nodes", "2", "--mode", "submission", "--submitter", "SCCTeam", "--system-name", "laptop2",
+                        "--out", str(out))
+    assert [r["mode"] for r in result["runs"]] == ["accuracy", "performance"]
+    root = out / "submission" / "open" / "SCCTeam"
+    system = json.loads((root / "systems" / "laptop2.json").read_text())
+    assert system["number_of_nodes"] == "2" and system["submitter"] == "SCCTeam" and system["division"] == "open"
+    offline = root / "results" / "laptop2" / "bert-99" / "Offline"
+    lines = (offline / "accuracy" / "accuracy.txt").read_text().splitlines()
+    full_log = (out / "accuracy" / "mlperf_log_accuracy.json").read_bytes()
+    assert lines[0].startswith('{"exact_match": ') and lines[1] == "hash=" + hashlib.sha256(full_log).hexdigest()
+    assert (offline / "accuracy" / "mlperf_log_accuracy.json").stat().st_size <= 10 * 1024
+    assert (offline / "user.conf").read_text() == (out / "performance" / "user.conf").read_text()
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
+        assert (offline / "performance" / "run_1" / name).read_bytes() == (out / "performance" / name).read_bytes()
+    # Each loadgen run had its own process: no "Multiple conf files" error in either log.
+    for mode in ("accuracy", "performance"):
+        assert "Multiple conf files" not in (out / mode / "mlperf_log_detail.txt").read_text()
+    with tarfile.open(result["submission"]["tarball"]) as tar:
+        assert "open/SCCTeam/systems/laptop2.json" in tar.getnames()
+    assert result["submission"]["valid"] is False  # test mode: let through, marked
+    proc = orch("bench", "--mode", "submission", "--submitter", "SCCTeam", "--out", str(out))
+    assert proc.returncode == 2 and "already holds an earlier run" in proc.stderr
