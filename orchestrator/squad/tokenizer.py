@@ -67,9 +67,13 @@ def _quiet_transformers() -> None:
 @functools.lru_cache(maxsize=4)
 def _tokenizer(path: str, mtime_ns: int, size: int):
     _quiet_transformers()
-    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+    try:
+        from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy as PythonBertTokenizer
+    except ImportError:
+        # transformers 4.x: BertTokenizer is still the pure-Python one the reference used.
+        from transformers import BertTokenizer as PythonBertTokenizer
 
-    return BertTokenizerLegacy(path, do_lower_case=True)
+    return PythonBertTokenizer(path, do_lower_case=True)
 
 
 def load_tokenizer(path: Path):
