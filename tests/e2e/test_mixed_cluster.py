@@ -92,6 +92,9 @@ def test_auto_runs_every_node_with_its_own_backend(cluster):
     assert [(n["name"], n["backend"], n["samples"]) for n in written["per_node"]] == [
         (n["name"], n["backend"], n["samples"]) for n in perf["per_node"]
     ]
+    numpy = {n["name"]: n["facts"]["frameworks"]["numpy"] for n in written["per_node"]}
+    # The answers crossed numpy majors: the DeepSparse image has numpy 1.x (and the driver), the other 2.x.
+    assert numpy["node1"].startswith("1.") and numpy["node2"].startswith("2."), numpy
 
     acc = bench(cluster, "--mode", "accuracy", "--out", str(folder / "acc"))
     print(_figures(acc))
@@ -132,3 +135,14 @@ def test_submission_says_which_node_ran_what(cluster):
     assert "runs DeepSparse" in system["hw_notes"].split(";")[0] and "runs ONNX Runtime" in system["hw_notes"].split(";")[1]
     readme = (out / "submission" / "open" / "SCCTeam" / "results" / "mixed2" / "bert-99" / "Offline" / "README.md").read_text()
     assert "node1: `deepsparse`, node2: `onnxruntime`" in readme
+
+
+def test_deploy_again_keeps_both_images_and_containers(cluster):
+    report = cluster["folder"] / "warm.json"
+    proc = orch("deploy", "-i", str(cluster["inventory"]), "--json", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nodes = json.loads(report.read_text())["nodes"]
+    assert {name: (r["image"], r["container"], r["ray"]) for name, r in nodes.items()} == {
+        "node1": ("kept", "kept", "kept"),
+        "node2": ("kept", "kept", "kept"),
+    }
