@@ -152,13 +152,39 @@ class RayConfig(_Frozen):
     node_manager_port: int = Field(8077, ge=1, le=65535)
     min_worker_port: int = Field(10002, ge=1, le=65535)
     max_worker_port: int = Field(10999, ge=1, le=65535)
+    # Ray picks these at random unless told: fixed, so the firewall can name them.
+    dashboard_agent_grpc_port: int = Field(8078, ge=1, le=65535, description="Each node's dashboard agent gRPC port.")
+    runtime_env_agent_port: int = Field(8079, ge=1, le=65535, description="Each node's runtime-env agent port.")
+    metrics_export_port: int = Field(8081, ge=1, le=65535, description="Each node's Prometheus metrics port.")
+    dashboard_agent_listen_port: int = Field(52365, ge=1, le=65535, description="Each node's dashboard agent HTTP port.")
     dashboard: bool = Field(False, description="Start the Ray dashboard (bound to the head's cluster address).")
     dashboard_port: int = Field(8265, ge=1, le=65535)
+    firewall: bool = Field(
+        True,
+        description="On each node, an iptables chain ORCH-<cluster> lets only 127.0.0.0/8 and the cluster's Ray "
+        "addresses reach Ray's ports (Ray binds all interfaces); needs root and iptables on the nodes.",
+    )
+
+    def fixed_ports(self) -> dict[str, int]:
+        """Ray's single listening ports by key (the dashboard's only when it is on)."""
+        keys = ["port", "object_manager_port", "node_manager_port", "dashboard_agent_grpc_port",
+                "runtime_env_agent_port", "metrics_export_port", "dashboard_agent_listen_port"]
+        if self.dashboard:
+            keys.append("dashboard_port")
+        return {key: getattr(self, key) for key in keys}
 
     @model_validator(mode="after")
     def _worker_range(self) -> RayConfig:
         if self.min_worker_port > self.max_worker_port:
             raise ValueError("min_worker_port: must not exceed max_worker_port")
+        # Two Ray servers on one port fail at ray start on the node: refuse it here.
+        seen: dict[int, str] = {}
+        for key, port in self.fixed_ports().items():
+            if port in seen:
+                raise ValueError(f"{key}: {port} is also {seen[port]}; give each Ray port its own number")
+            if self.min_worker_port <= port <= self.max_worker_port:
+                raise ValueError(f"{key}: {port} lies in the worker port range {self.min_worker_port}-{self.max_worker_port}")
+            seen[port] = key
         return self
 
 

@@ -66,14 +66,14 @@ def deploy_command(
     from rich.table import Table
 
     table = Table(title=f"cluster {inventory.cluster}: deployed in {report.seconds:.1f} s")
-    for column in ("node", "ray ip", "image", "MiB", "MiB/s", "files", "container", "ray"):
+    for column in ("node", "ray ip", "image", "MiB", "MiB/s", "files", "container", "ray", "firewall"):
         table.add_column(column)
     for name, r in report.nodes.items():
         shipped = r.image_bytes + r.files_bytes
         seconds = r.image_seconds + r.files_seconds
         table.add_row(
             name, r.ray_ip, r.image or "-", f"{shipped / 2**20:.1f}", f"{shipped / 2**20 / seconds:.1f}" if seconds else "-",
-            f"{r.files_sent} sent" if r.files_sent else "up to date", r.container, r.ray,
+            f"{r.files_sent} sent" if r.files_sent else "up to date", r.container, r.ray, r.firewall,
         )
     console.print(table)
     for name, reason in report.left_out.items():
@@ -138,5 +138,6 @@ def teardown_command(
                 done.append(f"images: {', '.join(r.images) or 'none'}")
             if data:
                 done.append("data removed" if r.data else "no orch data")
+            done.append("firewall removed" if r.firewall else "no orch firewall")
             console.print(f"{name}: " + "; ".join(done))
     raise_failures(results, "teardown")

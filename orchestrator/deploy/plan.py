@@ -7,11 +7,14 @@ facts. ``orchestrator.deploy.runner`` runs them through a transport.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.errors import InputError
 from orchestrator.inventory import Inventory, Node
 from orchestrator.ssh.transport import remote_cmd
 
@@ -67,6 +70,8 @@ def preflight_commands(inventory: Inventory, node: Node) -> dict[str, str]:
     }
     if node.ray_ip is None and inventory.ray.interface is not None and not _is_ip(node.host):
         commands["ray_ip"] = remote_cmd("ip", "-4", "-o", "addr", "show", "dev", inventory.ray.interface)
+    if inventory.ray.firewall:
+        commands["iptables"] = "command -v iptables"
     if node.profile.startswith("cuda"):
         commands["nvidia_smi"] = "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits"
         commands["runtimes"] = "docker info --format '{{json .Runtimes}}'"
@@ -217,6 +222,11 @@ def _ray_common(inventory: Inventory, node: Node, ip: str) -> list[str]:
         f"--node-manager-port={ray.node_manager_port}",
         f"--min-worker-port={ray.min_worker_port}",
         f"--max-worker-port={ray.max_worker_port}",
+        # Left out, Ray 2.60 picks these at random; fixed, the firewall can name them.
+        f"--dashboard-agent-grpc-port={ray.dashboard_agent_grpc_port}",
+        f"--dashboard-agent-listen-port={ray.dashboard_agent_listen_port}",
+        f"--runtime-env-agent-port={ray.runtime_env_agent_port}",
+        f"--metrics-export-port={ray.metrics_export_port}",
         f"--num-gpus={node.gpus}",
         "--disable-usage-stats",
     ]
@@ -300,6 +310,120 @@ def ray_resources_ok(node: Node, resources: dict[str, float]) -> bool:
     if int(resources.get("GPU", 0)) != node.gpus:
         return False
     return True
+
+
+# -- firewall --------------------------------------------------------------------
+#
+# Ray 2.60 binds its servers on all interfaces whatever --node-ip-address says,
+# so each node's host network namespace (where the host-network container's
+# Ray listens) gets a chain that lets only loopback and the cluster's Ray
+# addresses reach Ray's ports. INPUT jumps to it for TCP to those ports only.
+
+IPTABLES = ("iptables", "-w")  # -w: wait for the xtables lock instead of failing
+CHAIN_MAX = 28  # iptables' limit on a chain name
+LOOPBACK = "127.0.0.0/8"
+
+
+def firewall_chain(inventory: Inventory) -> str:
+    """``ORCH-<cluster>``; a name past iptables' 28 characters is cut and given a hash suffix."""
+    name = f"ORCH-{inventory.cluster}"
+    if len(name) <= CHAIN_MAX:
+        return name
+    digest = hashlib.sha256(inventory.cluster.encode()).hexdigest()[:8]
+    return f"{name[: CHAIN_MAX - 9]}-{digest}"
+
+
+def firewall_ports(inventory: Inventory) -> str:
+    """Ray's TCP ports as one ``multiport --dports`` list: the fixed ones, then the worker range."""
+    ray = inventory.ray
+    ports = sorted(set(ray.fixed_ports().values()))
+    return ",".join([*map(str, ports), f"{ray.min_worker_port}:{ray.max_worker_port}"])
+
+
+def _jump(inventory: Inventory) -> list[str]:
+    return ["-p", "tcp", "-m", "multiport", "--dports", firewall_ports(inventory), "-j", firewall_chain(inventory)]
+
+
+def firewall_sources(addresses: list[str]) -> list[str]:
+    """The sources allowed in: loopback, then each distinct cluster address as a /32.
+
+    Raises:
+        InputError: an address is not IPv4 (the chain is an iptables one).
+    """
+    sources = [LOOPBACK]
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if ip.version != 4:
+            raise InputError(
+                f"ray.firewall supports IPv4 cluster addresses only, {address} is not; set ray.firewall: false"
+            )
+        if f"{ip}/32" not in sources:
+            sources.append(f"{ip}/32")
+    return sources
+
+
+def firewall_chain_rules(inventory: Inventory, addresses: list[str]) -> list[str]:
+    """The chain exactly as ``iptables -S <chain>`` prints it when it is as orch wants it."""
+    chain = firewall_chain(inventory)
+    rules = [f"-N {chain}"]
+    rules += [f"-A {chain} -s {source} -j ACCEPT" for source in firewall_sources(addresses)]
+    rules.append(f"-A {chain} -j DROP")
+    return rules
+
+
+def parse_rules(stdout: str) -> list[str]:
+    """``iptables -S`` output as a list of its non-empty lines."""
+    return [line.strip() for line in stdout.splitlines() if line.strip()]
+
+
+def firewall_read_chain_command(inventory: Inventory) -> str:
+    """Prints orch's chain in ``-S`` form (exit 1 when it does not exist)."""
+    return remote_cmd(*IPTABLES, "-S", firewall_chain(inventory))
+
+
+def firewall_fill_command(inventory: Inventory, addresses: list[str], *, exists: bool) -> str:
+    """Creates orch's chain (or empties it when it ``exists``) and appends its rules, in one command."""
+    chain = firewall_chain(inventory)
+    steps = [remote_cmd(*IPTABLES, "-F" if exists else "-N", chain)]
+    steps += [remote_cmd(*IPTABLES, *rule.split()) for rule in firewall_chain_rules(inventory, addresses)[1:]]
+    return " && ".join(steps)
+
+
+def firewall_read_input_command() -> str:
+    """Prints the INPUT chain in ``-S`` form (to find jumps to orch's chain)."""
+    return remote_cmd(*IPTABLES, "-S", "INPUT")
+
+
+def parse_jumps(inventory: Inventory, stdout: str) -> list[list[str]]:
+    """The rule specs (after ``-A INPUT``) of every INPUT rule jumping to orch's chain."""
+    chain = firewall_chain(inventory)
+    jumps = []
+    for line in parse_rules(stdout):
+        argv = shlex.split(line)
+        if argv[:2] == ["-A", "INPUT"] and argv[-2:] == ["-j", chain]:
+            jumps.append(argv[2:])
+    return jumps
+
+
+def firewall_jump_check_command(inventory: Inventory) -> str:
+    """Exit 0 when INPUT already jumps to orch's chain for Ray's current ports."""
+    return remote_cmd(*IPTABLES, "-C", "INPUT", *_jump(inventory))
+
+
+def firewall_jump_insert_command(inventory: Inventory) -> str:
+    """Puts the jump first in INPUT, so no earlier ACCEPT lets the world in."""
+    return remote_cmd(*IPTABLES, "-I", "INPUT", "1", *_jump(inventory))
+
+
+def firewall_jump_delete_command(spec: list[str]) -> str:
+    """Deletes one INPUT rule given as ``parse_jumps`` returns it."""
+    return remote_cmd(*IPTABLES, "-D", "INPUT", *spec)
+
+
+def firewall_remove_chain_command(inventory: Inventory) -> str:
+    """Empties and deletes orch's chain (its jumps must be gone first)."""
+    chain = firewall_chain(inventory)
+    return f"{remote_cmd(*IPTABLES, '-F', chain)} && {remote_cmd(*IPTABLES, '-X', chain)}"
 
 
 # -- status and teardown ---------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from orchestrator.deploy import plan
+from orchestrator.deploy.firewall import remove_firewall
 from orchestrator.deploy.local_images import image_tag
 from orchestrator.errors import InputError, RemoteError
 from orchestrator.inventory import Inventory, Node
@@ -106,6 +107,7 @@ class TeardownReport:
     containers: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     data: bool = False
+    firewall: bool = False  # orch's iptables chain and its jump were removed
 
 
 def _teardown_node(transport: Transport, inventory: Inventory, node: Node, images: bool, data: bool) -> TeardownReport:
@@ -118,6 +120,9 @@ def _teardown_node(transport: Transport, inventory: Inventory, node: Node, image
         command = plan.remove_containers_command(names)
         check(transport.run(host, command, timeout=180), host=host, command=command, what="removing containers")
         report.containers = names
+    # After the containers: Ray is gone, so closing nothing that still serves.
+    # Also with ray.firewall off now: a chain from an earlier deploy is still orch's.
+    report.firewall = remove_firewall(transport, inventory, node, strict=inventory.ray.firewall)
     if images:
         loaded = transport.run(host, plan.loaded_images_command(node), timeout=60)
         for image_id, tag in plan.parse_loaded_images(loaded.stdout if loaded.ok else ""):
@@ -139,7 +144,7 @@ def _teardown_node(transport: Transport, inventory: Inventory, node: Node, image
 def teardown(
     inventory: Inventory, transport: Transport, *, images: bool = False, data: bool = False
 ) -> dict[str, NodeResult[TeardownReport]]:
-    """Remove what orch created on every node: its containers; with ``images`` the images it
+    """Remove what orch created on every node: its containers and Ray firewall; with ``images`` the images it
     loaded (while their tag still names them); with ``data`` its entries in data_dir.
 
     Returns:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.deploy import plan
+from orchestrator.deploy.firewall import ensure_firewall, remove_firewall
 from orchestrator.deploy.local_images import image_tag
 from orchestrator.deploy.payload import Payload, files_to_send, remote_manifest_command, remote_sizes_command, ship_payload
 from orchestrator.deploy.plan import ImageFacts
@@ -69,6 +70,7 @@ class NodeReport:
     files_seconds: float = 0.0
     container: str = ""  # "kept" | "started" | "replaced"
     ray: str = ""  # "kept" | "started"
+    firewall: str = ""  # "kept" | "applied" | "off" | "removed" (off, and an old chain was removed)
 
     @property
     def image_mib_per_s(self) -> float:
@@ -172,6 +174,12 @@ def _preflight_node(
         report.ray_ip = looked_up
     else:
         report.ray_ip = plan.ray_ip(node) or ""
+    if "iptables" in commands and not transport.run(host, commands["iptables"], timeout=60).ok:
+        raise RemoteError(
+            f"node {host}: iptables not found, and ray.firewall is on: install iptables on the node "
+            "or set ray.firewall: false in the inventory",
+            host=host,
+        )
     if "nvidia_smi" in commands:
         smi = transport.run(host, commands["nvidia_smi"], timeout=60)
         check(smi, host=host, command=commands["nvidia_smi"], what="nvidia-smi",
@@ -333,6 +341,30 @@ def _start_ray(
         sleep(2.0)
 
 
+def _firewall(
+    transport: Transport, inventory: Inventory, nodes: list[Node], reports: dict[str, NodeReport], listener: Listener
+) -> None:
+    """Before Ray starts: each node admits only the cluster to Ray's ports (or, firewall off, drops orch's chain)."""
+    if not inventory.ray.firewall:
+        def off(node: Node) -> None:
+            removed = remove_firewall(transport, inventory, node, strict=False)
+            reports[node.name].firewall = "removed" if removed else "off"
+
+        raise_failures(fan_out(nodes, off), "firewall")
+        return
+    # Every inventory node's address, left-out ones too when known, so a node
+    # that comes back later is not locked out of the others.
+    addresses = [reports[n.name].ray_ip if n.name in reports else plan.ray_ip(n) for n in inventory.nodes]
+    addresses = [a for a in addresses if a]
+    plan.firewall_sources(addresses)  # a non-IPv4 address fails here, once, before any node is touched
+
+    def apply(node: Node) -> None:
+        listener.phase(node.name, "firewall")
+        reports[node.name].firewall = ensure_firewall(transport, inventory, node, addresses)
+
+    raise_failures(fan_out(nodes, apply), "firewall")
+
+
 def deploy(
     inventory: Inventory,
     transport: Transport,
@@ -409,6 +441,7 @@ def deploy(
         _ensure_container(transport, inventory, node, facts[node.profile], reports[node.name])
 
     raise_failures(fan_out(nodes, ship), "shipping")
+    _firewall(transport, inventory, nodes, reports, listener)
     ray_nodes = _start_ray(transport, inventory, nodes, reports, listener, timeout=ray_timeout, sleep=sleep)
     for node in nodes:
         listener.phase(node.name, "ready", f"ray {reports[node.name].ray}")

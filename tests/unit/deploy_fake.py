@@ -29,6 +29,9 @@ class FakeNode:
     nvidia_runtime: bool = False
     gpus_in_container: int | None = None  # None: as many as the host has
     ray_id: str = ""
+    iptables: bool = True  # installed on the node
+    chains: dict = field(default_factory=dict)  # user chain -> its rules, each an argv after "-A <chain>"
+    input: list = field(default_factory=list)  # INPUT's rules, each an argv after "-A INPUT"
 
 
 class FakeImages:
@@ -59,8 +62,52 @@ class FakeCluster:
     def _file(self, host, path):
         return self.transport.remote_files.get((host, path))
 
+    def _iptables(self, node: FakeNode, argv: list[str]) -> Result:  # noqa: C901 - a small iptables
+        """iptables -w -S/-N/-F/-X/-A/-C/-I/-D, as far as the firewall uses them."""
+        if not node.iptables:
+            return Result(127, "", "sh: 1: iptables: not found\n")
+        assert argv[:2] == ["iptables", "-w"], argv
+        op, chain, rest = argv[2], argv[3], argv[4:]
+        rules = node.input if chain == "INPUT" else node.chains.get(chain)
+        if op == "-N":
+            if rules is not None:
+                return Result(1, "", "iptables: Chain already exists.\n")
+            node.chains[chain] = []
+            return Result(0, "", "")
+        if rules is None:
+            return Result(1, "", f"iptables: No chain/target/match by that name ({chain}).\n")
+        if op == "-S":
+            head = ["-P INPUT ACCEPT"] if chain == "INPUT" else [f"-N {chain}"]
+            return Result(0, "".join(f"{line}\n" for line in head + [" ".join(["-A", chain, *r]) for r in rules]), "")
+        if op == "-F":
+            rules.clear()
+        elif op == "-X":
+            if rules or any(r[-1] == chain for r in node.input):
+                return Result(1, "", "iptables: Directory not empty.\n")
+            del node.chains[chain]
+        elif op == "-A":
+            rules.append(rest)
+        elif op == "-I":
+            rules.insert(int(rest[0]) - 1, rest[1:])
+        elif op in ("-C", "-D"):
+            if rest not in rules:
+                return Result(1, "", "iptables: Bad rule (does a matching rule exist in that chain?).\n")
+            if op == "-D":
+                rules.remove(rest)
+        else:
+            raise AssertionError(f"fake iptables: unexpected {argv}")
+        return Result(0, "", "")
+
     def respond(self, host: str, command: str) -> Result:  # noqa: C901 - a small shell
         node = self.nodes[host]
+        if command.startswith("iptables "):
+            for part in command.split(" && "):
+                result = self._iptables(node, shlex.split(part))
+                if not result.ok:
+                    return result
+            return result
+        if command == "command -v iptables":
+            return Result(0, "/usr/sbin/iptables\n", "") if node.iptables else Result(1, "", "")
         argv = shlex.split(command.split(" 2>/dev/null")[0].split(" >> ")[0].split(" && ")[0])
         if command == "uname -m":
             return Result(0, node.arch + "\n", "")

@@ -32,6 +32,7 @@ def test_preflight_commands_cpu_node():
         "docker": "docker version --format '{{.Server.Version}}'",
         "docker_root": "docker info --format '{{.DockerRootDir}}'",
         "mkdir": "mkdir -p /var/lib/orch/.orch",
+        "iptables": "command -v iptables",  # ray.firewall is on by default
     }
     assert plan.df_command(inv.node("n1"), "/var/lib/docker") == "df -P -B1 /var/lib/orch /var/lib/docker"
 
@@ -100,12 +101,14 @@ def test_ray_commands_bind_to_the_cluster_address():
     assert plan.ray_head_command(inv, inv.node("n1"), "10.77.0.2") == (
         "docker exec orch-lab-n1 ray start --head --port=6379 --node-ip-address=10.77.0.2 "
         "--object-manager-port=8076 --node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999 "
-        "--num-gpus=0 --disable-usage-stats --num-cpus=2 --include-dashboard=false"
+        "--dashboard-agent-grpc-port=8078 --dashboard-agent-listen-port=52365 --runtime-env-agent-port=8079 "
+        "--metrics-export-port=8081 --num-gpus=0 --disable-usage-stats --num-cpus=2 --include-dashboard=false"
     )
     assert plan.ray_worker_command(inv, inv.node("n2"), "10.77.0.3", "10.77.0.2") == (
         "docker exec orch-lab-n2 ray start --address=10.77.0.2:6379 --node-ip-address=10.77.0.3 "
         "--object-manager-port=8076 --node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999 "
-        "--num-gpus=2 --disable-usage-stats"
+        "--dashboard-agent-grpc-port=8078 --dashboard-agent-listen-port=52365 --runtime-env-agent-port=8079 "
+        "--metrics-export-port=8081 --num-gpus=2 --disable-usage-stats"
     )
     assert plan.ray_stop_command(inv, inv.node("n2")) == "docker exec orch-lab-n2 ray stop --force"
     dash = parse_inventory(

@@ -54,6 +54,7 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
         "docker image inspect --format '{{.Id}}' orch/cpu-onnxruntime:latest",
         "cat /var/lib/orch/.orch/manifest.json",
         f"find /var/lib/orch/{m} /var/lib/orch/{v} /var/lib/orch/{d} -maxdepth 0 -type f -printf '%s %p\\n' 2>/dev/null; true",
+        "command -v iptables",
         "docker load",
         "docker image inspect --format '{{.Id}}' orch/cpu-onnxruntime:latest",
         f"printf '%s %s\\n' {IMAGE.id} orch/cpu-onnxruntime:latest >> /var/lib/orch/.orch/images",
@@ -63,9 +64,17 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
         "docker run -d --name orch-lab-n2 --label org.orch.cluster=lab --label org.orch.node=n2 --network host "
         "--shm-size 2g --restart no -e ORCH_CACHE_DIR=/data/cache -e ORCH_NODE=n2 -e RAY_USAGE_STATS_ENABLED=0 "
         "-v /var/lib/orch:/data --entrypoint sleep orch/cpu-onnxruntime:latest infinity",
+        # The firewall is in place before Ray listens.
+        "iptables -w -S ORCH-lab",
+        "iptables -w -N ORCH-lab && iptables -w -A ORCH-lab -s 127.0.0.0/8 -j ACCEPT "
+        "&& iptables -w -A ORCH-lab -s 10.77.0.2/32 -j ACCEPT && iptables -w -A ORCH-lab -s 10.77.0.3/32 -j ACCEPT "
+        "&& iptables -w -A ORCH-lab -j DROP",
+        "iptables -w -S INPUT",
+        "iptables -w -I INPUT 1 -p tcp -m multiport --dports 6379,8076,8077,8078,8079,8081,52365,10002:10999 -j ORCH-lab",
         "docker exec orch-lab-n2 ray start --address=10.77.0.2:6379 --node-ip-address=10.77.0.3 "
         "--object-manager-port=8076 --node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999 "
-        "--num-gpus=0 --disable-usage-stats --num-cpus=2",
+        "--dashboard-agent-grpc-port=8078 --dashboard-agent-listen-port=52365 --runtime-env-agent-port=8079 "
+        "--metrics-export-port=8081 --num-gpus=0 --disable-usage-stats --num-cpus=2",
     ]
     puts = sorted(c.remote for c in fake.transport.calls if c.kind == "put" and c.host == "n2")
     assert puts == sorted(
@@ -75,8 +84,9 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
     head = redact(fake.transport.commands("n1"))
     assert head[-2:] == [
         "docker exec orch-lab-n1 ray start --head --port=6379 --node-ip-address=10.77.0.2 --object-manager-port=8076 "
-        "--node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999 --num-gpus=0 --disable-usage-stats "
-        "--num-cpus=2 --include-dashboard=false",
+        "--node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999 --dashboard-agent-grpc-port=8078 "
+        "--dashboard-agent-listen-port=52365 --runtime-env-agent-port=8079 --metrics-export-port=8081 --num-gpus=0 "
+        "--disable-usage-stats --num-cpus=2 --include-dashboard=false",
         # every node joined with its resources: one query suffices
         "docker exec orch-lab-n1 python -c SCRIPT 10.77.0.2 6379",
     ]
@@ -85,6 +95,7 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
         "shipped", 3000, 3, payload.total_bytes, "started", "started"
     )
     assert report.nodes["n1"].ray == "started" and report.left_out == {}
+    assert {r.firewall for r in report.nodes.values()} == {"applied"}
     assert set(report.ray_nodes) == {"10.77.0.2", "10.77.0.3"}
 
     # Warm: nothing changed, so nothing is shipped, started or stopped.
@@ -95,6 +106,13 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
     changing = ("docker run", "docker rm", "docker load", "printf ", "mkdir -p /var/lib/orch/.orch /var")
     assert not [c.command for c in calls if c.command and c.command.startswith(changing)]
     assert not [c.command for c in calls if c.command and ("ray start" in c.command or "ray stop" in c.command)]
+    # The firewall is only read (chain, INPUT, then -C for the jump), never rewritten.
+    assert [c.command for c in calls if c.host == "n2" and c.command.startswith("iptables")] == [
+        "iptables -w -S ORCH-lab",
+        "iptables -w -S INPUT",
+        "iptables -w -C INPUT -p tcp -m multiport --dports 6379,8076,8077,8078,8079,8081,52365,10002:10999 -j ORCH-lab",
+    ]
+    assert {r.firewall for r in warm.nodes.values()} == {"kept"}
     assert images.saved == 2
     assert {(r.image, r.container, r.ray, r.files_sent) for r in warm.nodes.values()} == {("kept", "kept", "kept", 0)}
 
@@ -195,6 +213,7 @@ def test_status_rows_and_teardown_commands(payload):
     assert rows["n2"].reachable and rows["n2"].container == "running" and rows["n2"].container_current
     assert rows["n2"].ray_alive and rows["n2"].resources == {"CPU": 2.0, "memory": 1e9}
     fake.nodes["n2"].containers["someone-elses"] = ["running", "sha256:c", None]  # not orch's: never touched
+    fake.nodes["n2"].input.append(["-j", "OTHER"])  # nor is a rule orch did not add
 
     before = len(fake.transport.calls)
     results = teardown(inv, fake.transport, images=True, data=True)
@@ -203,6 +222,11 @@ def test_status_rows_and_teardown_commands(payload):
     assert n2 == [
         "docker ps -a --filter label=org.orch.cluster=lab --format '{{.Names}}'",
         "docker rm -f orch-lab-n2",
+        # Only orch's jump and chain go; what else is in INPUT stays.
+        "iptables -w -S INPUT",
+        "iptables -w -D INPUT -p tcp -m multiport --dports 6379,8076,8077,8078,8079,8081,52365,10002:10999 -j ORCH-lab",
+        "iptables -w -S ORCH-lab",
+        "iptables -w -F ORCH-lab && iptables -w -X ORCH-lab",
         "cat /var/lib/orch/.orch/images",
         "docker image inspect --format '{{.Id}}' orch/cpu-onnxruntime:latest",
         "docker image rm orch/cpu-onnxruntime:latest",
@@ -212,6 +236,7 @@ def test_status_rows_and_teardown_commands(payload):
     ]
     assert results["n2"].value.images == ["orch/cpu-onnxruntime:latest"] and results["n2"].value.data
     assert list(fake.nodes["n2"].containers) == ["someone-elses"]
+    assert results["n2"].value.firewall and fake.nodes["n2"].chains == {} and fake.nodes["n2"].input == [["-j", "OTHER"]]
 
 
 def test_teardown_keeps_an_image_whose_tag_now_names_another_image():
@@ -272,7 +297,8 @@ def test_cuda_node_checks_gpus_runtime_and_passes_gpus_to_the_container():
     run = next(c for c in commands if c.startswith("docker run"))
     assert " --gpus all --entrypoint sleep " in run
     assert "docker exec orch-lab-g1 nvidia-smi -L" in commands
-    assert next(c for c in commands if "ray start" in c).endswith("--num-gpus=2 --disable-usage-stats --num-cpus=2 --include-dashboard=false")
+    assert next(c for c in commands if "ray start" in c).endswith(
+        "--metrics-export-port=8081 --num-gpus=2 --disable-usage-stats --num-cpus=2 --include-dashboard=false")
     assert report.nodes["g1"].gpus == [{"model": "NVIDIA H100 80GB HBM3", "memory_bytes": 81559 * 2**20}] * 2
 
 
