@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -76,6 +79,33 @@ def _deploy(cluster, *extra, inventory=None) -> tuple[int, dict | None]:
     return code, (json.loads(out.read_text()) if out.exists() else None)
 
 
+def _connects(ip: str, port: int, netns: str | None = None, timeout: float = 3.0) -> bool:
+    """A TCP connect to ip:port from this machine, or from inside network namespace ``netns``."""
+    if netns is None:
+        try:
+            socket.create_connection((ip, port), timeout=timeout).close()
+        except OSError:
+            return False
+        return True
+    probe = f"import socket; socket.create_connection(({ip!r}, {port}), timeout={timeout}).close()"
+    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", probe],
+                          capture_output=True, timeout=timeout + 30).returncode == 0
+
+
+def _check_firewall(inv) -> None:
+    """Ray's ports on node1: closed to this machine (the bridge's host side), open to node2 and to node1 itself."""
+    from orchestrator.deploy import plan
+
+    state = load_state(NAME)
+    netns = {node.name: node.netns for node in state.plan.nodes}
+    node1 = inv.node("node1").host
+    for port in (inv.ray.port, inv.ray.node_manager_port, inv.ray.object_manager_port):
+        assert _connects(node1, port, netns["node2"]), f"node2 cannot reach node1:{port}"
+        assert _connects(node1, port, netns["node1"]), f"node1 cannot reach its own {node1}:{port}"
+        assert not _connects(node1, port), f"{node1}:{port} is reachable from outside the cluster"
+    assert _connects(node1, 22), "sshd on node1 should stay reachable: only Ray's ports are closed"
+
+
 def test_cold_then_warm_deploy_then_ray_spans_both_nodes_then_teardown(cluster, capsys):
     import docker
 
@@ -85,6 +115,7 @@ def test_cold_then_warm_deploy_then_ray_spans_both_nodes_then_teardown(cluster, 
     nodes = cold["nodes"]
     assert set(nodes) == {"node1", "node2"}
     for report in nodes.values():
+        assert report["firewall"] == "applied"
         assert report["image"] == "shipped" and report["image_bytes"] >= size * 0.9
         assert report["files_sent"] >= 5 and report["container"] == "started" and report["ray"] == "started"
     print(f"\ncold deploy {cold['seconds']:.1f} s: " + ", ".join(
@@ -96,6 +127,7 @@ def test_cold_then_warm_deploy_then_ray_spans_both_nodes_then_teardown(cluster, 
     assert {(r["image"], r["container"], r["ray"], r["files_sent"], r["image_bytes"]) for r in warm["nodes"].values()} == {
         ("kept", "kept", "kept", 0, 0)
     }
+    assert {r["firewall"] for r in warm["nodes"].values()} == {"kept"}
     assert warm["seconds"] < 30, warm["seconds"]
     print(f"warm deploy {warm['seconds']:.1f} s")
 
@@ -106,6 +138,18 @@ def test_cold_then_warm_deploy_then_ray_spans_both_nodes_then_teardown(cluster, 
 
     inv = load_inventory(cluster["inventory"])
     head_ip = inv.head_node.host
+    _check_firewall(inv)
+    # The chain is what closes the port: with ray.firewall off (warm, Ray kept) it is open to this machine.
+    data = json.loads(json.dumps(cluster["data"]))
+    data.setdefault("ray", {})["firewall"] = False
+    open_inventory = cluster["folder"] / "firewall-off.yaml"
+    open_inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, off = _deploy(cluster, "--no-files", inventory=open_inventory)
+    assert code == 0 and {(r["firewall"], r["ray"]) for r in off["nodes"].values()} == {("removed", "kept")}
+    assert _connects(head_ip, inv.ray.port)
+    code, on = _deploy(cluster, "--no-files")
+    assert code == 0 and {(r["firewall"], r["ray"]) for r in on["nodes"].values()} == {("applied", "kept")}
+    _check_firewall(inv)
     script = (
         "import json, ray\n"
         f"ray.init(address='{head_ip}:6379', _node_ip_address='{head_ip}', log_to_driver=False)\n"
@@ -129,9 +173,21 @@ def test_cold_then_warm_deploy_then_ray_spans_both_nodes_then_teardown(cluster, 
 
     from orchestrator.cli import main
 
+    from orchestrator.deploy import plan
+
+    with ParamikoTransport.from_inventory(inv) as transport:
+        addresses = [n.host for n in inv.nodes]
+        for node in inv.nodes:
+            chain = transport.run(node.name, plan.firewall_read_chain_command(inv)).stdout
+            assert plan.parse_rules(chain) == plan.firewall_chain_rules(inv, addresses)
+            listed = transport.run(node.name, plan.firewall_read_input_command()).stdout
+            assert len(plan.parse_jumps(inv, listed)) == 1
+
     assert main(["teardown", "-i", str(cluster["inventory"]), "--images", "--data"]) == 0
     with ParamikoTransport.from_inventory(inv) as transport:
         for node in inv.nodes:
+            assert transport.run(node.name, plan.firewall_read_chain_command(inv)).returncode != 0
+            assert plan.parse_jumps(inv, transport.run(node.name, plan.firewall_read_input_command()).stdout) == []
             assert transport.run(node.name, "docker ps -aq").stdout.strip() == ""
             assert transport.run(node.name, f"docker image inspect {cluster['image']}").returncode != 0
             assert transport.run(node.name, f"test -e {node.data_dir}").returncode != 0
