@@ -198,7 +198,7 @@ class Session:
         conf_path = tmp / "user.conf"
         conf_path.write_text(cfg.user_conf(execution=conf.execution, count=count, target_qps=target_qps))
 
-        progress = Progress(count, [(s.worker, s.node) for s in self.slots], f"{mode} ({conf.execution} mode)")
+        progress = Progress(count, [(s.worker, s.node) for s in self.slots], f"{mode} ({'TEST MODE, not valid for submission' if conf.execution == 'test' else 'valid mode'})")
         lost: list[dict[str, Any]] = []
         executor = RayExecutor(self.actors, return_logits=(mode == "accuracy"))
 

@@ -74,10 +74,6 @@ def bench(
         system_meta=system_meta.expanduser().resolve() if system_meta else None,
         cluster_nodes=tuple(cluster_nodes.split(",")) if cluster_nodes else None,
     )
-    err = Console(stderr=True)
-    if execution == "test" and not as_json:
-        err.print("[bold yellow]TEST MODE[/]: a short run; its result is NOT valid for an MLPerf submission.")
-
     live = functools.partial(jsonl_view if progress == "jsonl" else live_view, **({} if progress == "jsonl" else {"transient": as_json}))
     if inventory is not None:
         from orchestrator.bench.on_cluster import run_on_inventory
