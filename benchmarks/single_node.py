@@ -2,6 +2,8 @@
 
 - reference: batch size 1, every sample padded to 384, one sample at a time
   (how the MLPerf reference BERT SUT runs ONNX Runtime);
+- plain loop: the same batching and padding removal in one process (no
+  loadgen, no Ray): the ceiling of orch's way, to show what the dispatcher costs;
 - orch: `orch bench` itself in performance mode: loadgen, the pull dispatcher
   and Ray workers, batches of --batch-size, padding removed.
 
@@ -46,6 +48,22 @@ def reference_way(model_path: Path, features, count: int, threads: int) -> float
     return count / (time.perf_counter() - started)
 
 
+def plain_loop(model_path: Path, features, count: int, threads: int, batch_size: int) -> float:
+    """The same batching and padding removal in one process, no loadgen, no Ray: the ceiling orch's way can reach."""
+    import numpy as np
+
+    from orchestrator.backends import get_backend
+    from orchestrator.backends.batching import predict
+
+    backend = get_backend("onnxruntime")
+    backend.load(model_path, threads=threads, batch_size=batch_size)
+    order = np.argsort(-features.lengths[:count], kind="stable")
+    started = time.perf_counter()
+    predict(backend, features.input_ids[order], features.input_mask[order], features.segment_ids[order],
+            features.lengths[order], batch_size=batch_size)
+    return count / (time.perf_counter() - started)
+
+
 def orch_way(model: str, dataset: Path, count: int, batch_size: int, nodes: int) -> dict:
     """`orch bench` in performance mode (test execution, --count samples)."""
     from orchestrator.bench.config import BenchConfig
@@ -81,6 +99,7 @@ def main() -> int:
     lengths = features.lengths[:count]
 
     ref = reference_way(choice.path, features, count, threads)
+    plain = plain_loop(choice.path, features, count, threads, args.batch_size)
     result = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes)
     ours = result["samples_per_second"]
     figures = {
@@ -90,10 +109,13 @@ def main() -> int:
         "samples": count,
         "mean_real_length": round(float(lengths.mean()), 1),
         "reference_samples_per_second": round(ref, 2),
+        "plain_loop_samples_per_second": round(plain, 2),
         "orch_samples_per_second": round(ours, 2),
         "orch_nodes": args.nodes,
         "orch_batch_size": args.batch_size,
         "ratio": round(ours / ref, 2),
+        "plain_loop_ratio": round(plain / ref, 2),
+        "orch_share_of_plain_loop": round(ours / plain, 2),
         "goal": ">= 3x",
         "command": "python benchmarks/single_node.py " + " ".join(sys.argv[1:]),
     }
