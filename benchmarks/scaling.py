@@ -69,7 +69,7 @@ def main() -> int:
             nodes = json.loads(report.read_text())["nodes"]
             figures[f"deploy_{phase}_seconds"] = round(seconds, 1)
             figures[f"deploy_{phase}_per_node"] = {
-                name: {k: r.get(k) for k in ("image", "image_bytes", "image_mb_per_s", "files_bytes", "files_sent")}
+                name: {k: r.get(k) for k in ("image", "image_bytes", "image_seconds", "image_mib_per_s", "files_bytes", "files_sent", "files_mib_per_s")}
                 for name, r in nodes.items()
             }
         figures["dataset"] = str(args.dataset) if args.dataset else "demo"
