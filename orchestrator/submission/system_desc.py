@@ -112,6 +112,24 @@ def _check_scalar(path: Path, key: str, value: Any) -> None:
         raise InputError(f"--system-meta {path}: {key} must be a non-empty string or number")
 
 
+def _one_entry_per_host(per_node: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge entries that ran on the same machine (same hostname and backend).
+
+    ``orch bench --nodes N`` without an inventory runs N workers on one
+    machine: that is one node of hardware, not N, and the system JSON must
+    say so.
+    """
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for i, node in enumerate(per_node):
+        host = (node.get("facts") or {}).get("hostname")
+        key = (host, node.get("backend")) if host else ("#", i)
+        if key in merged:
+            merged[key]["name"] = f"{merged[key]['name']}+{node.get('name')}"
+        else:
+            merged[key] = dict(node)
+    return list(merged.values())
+
+
 def system_description(
     per_node: list[dict[str, Any]],
     *,
@@ -134,6 +152,7 @@ def system_description(
     Returns:
         Every required key, all values strings.
     """
+    per_node = _one_entry_per_host(per_node)
     facts = [node.get("facts") or {} for node in per_node]
     names = [str(node.get("name") or f"node{i + 1}") for i, node in enumerate(per_node)]
     accelerators = [f.get("accelerators") or [] for f in facts]

@@ -213,7 +213,7 @@ def _build(
         "result": result_value,
         "units": "Samples/s",
         "accuracy": f"EM={float(acc.meta['exact_match']):.3f} F1={float(acc.meta['f1']):.3f}",
-        "nodes": len(perf.meta.get("per_node") or []),
+        "nodes": int(system["number_of_nodes"]),  # machines, as the system JSON counts them
         "framework": system["framework"],
         "device": _device(system),
         "valid": valid,
