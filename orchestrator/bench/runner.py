@@ -40,6 +40,7 @@ class Inputs:
     model_note: str | None
     lengths: Any  # np.ndarray, real length per sample
     total: int
+    features_key: str = ""  # hash of data set + vocab + parameters
 
 
 def resolve_inputs(conf: cfg.BenchConfig) -> Inputs:
@@ -78,6 +79,7 @@ def resolve_inputs(conf: cfg.BenchConfig) -> Inputs:
         model_note=note,
         lengths=features.lengths,
         total=len(features),
+        features_key=features.cache_key,
     )
 
 
@@ -173,10 +175,11 @@ class Session:
                 raise RunError(f"worker {name} failed to start: {line}") from exc
             info["node_ip"] = addresses.get(info.pop("node_id"), "?")
             self.infos[name] = info
-            if self.infos[name]["samples_available"] != self.inputs.total:
+            if info["features_key"] != self.inputs.features_key or info["samples_available"] != self.inputs.total:
                 raise RunError(
-                    f"worker {name} sees {self.infos[name]['samples_available']} samples, "
-                    f"the driver {self.inputs.total}: the nodes' data differ"
+                    f"worker {name} has other features than the driver ({info['samples_available']} samples, "
+                    f"key {info['features_key'][:12]}; driver {self.inputs.total}, {self.inputs.features_key[:12]})",
+                    hint="the nodes' data set or vocab differ: run orch deploy again",
                 )
 
     def __exit__(self, *exc: object) -> None:

@@ -54,6 +54,7 @@ class InferenceWorker:
         self.input_mask = features.input_mask
         self.segment_ids = features.segment_ids
         self.lengths = features.lengths
+        self.cache_key = features.cache_key
         self.backend = get_backend(spec.backend)
         if getattr(self.backend, "eager", False) is None and os.environ.get("ORCH_DEEPSPARSE_EAGER") is None:
             # Compile every engine now, before loadgen's clock starts, so a
@@ -76,6 +77,7 @@ class InferenceWorker:
             "node_id": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
             "samples_available": int(len(self.lengths)),
+            "features_key": self.cache_key,
             "device": self.backend.device_info(),
             "facts": collect_facts(),
         }
