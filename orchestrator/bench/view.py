@@ -132,6 +132,8 @@ def results_table(summary: dict[str, Any]) -> Table:
     verdict = "VALID" if valid else ("INVALID" if valid is False else "n/a (accuracy run)")
     if summary.get("invalid_reasons"):
         verdict += " (" + "; ".join(summary["invalid_reasons"]) + ")"
+    elif valid and summary["execution"] == "test":
+        verdict += " (against the shortened test-mode settings only)"
     table.add_row("loadgen result", verdict)
     if summary["execution"] == "test":
         table.add_row("note", "TEST MODE: not valid for an MLPerf submission")
