@@ -73,13 +73,19 @@ def test_trimmed_equals_padded_on_real_positions(batch_size):
 
     assert trimmed.shape == (len(lengths), MAX_SEQ_LENGTH, 2) and trimmed.dtype == np.float32
     np.testing.assert_allclose(trimmed, padded, rtol=1e-6, atol=1e-6)
-    # Batches are cut to buckets and use int64; the padded run always uses 384.
-    assert all(width in BUCKETS and dtype == np.int64 for _, width, dtype in trimmed_backend.calls)
+    # Batches are cut to their longest real length and use int64; the padded run always uses 384.
+    assert all(dtype == np.int64 for _, _, dtype in trimmed_backend.calls)
+    order = sorted(lengths)
+    expected_widths, first = [], 0
+    for batch, _, _ in trimmed_backend.calls:
+        expected_widths.append(max(order[first : first + batch]))
+        first += batch
+    assert [w for _, w, _ in trimmed_backend.calls] == expected_widths
     assert {width for _, width, _ in padded_backend.calls} == {MAX_SEQ_LENGTH}
     assert max(b for b, _, _ in trimmed_backend.calls) <= batch_size
     assert sum(b for b, _, _ in trimmed_backend.calls) == len(lengths)
     if batch_size == 1:
-        assert [w for _, w, _ in trimmed_backend.calls] == sorted(bucket_length(int(n)) for n in lengths)
+        assert [w for _, w, _ in trimmed_backend.calls] == sorted(int(n) for n in lengths)
 
 
 def test_results_keep_the_input_order_and_mask_padding():
@@ -96,8 +102,8 @@ def test_shorter_batches_do_less_work():
     ids, mask, seg, lengths = features([30] * 7 + [384])
     backend = MaskedMeanBackend()
     predict(backend, ids, mask, seg, lengths, batch_size=4)
-    # Sorted by length: the seven short ones share small buckets, only the long one pays 384.
-    assert [(b, w) for b, w, _ in backend.calls] == [(4, 64), (4, 384)]
+    # Sorted by length: the seven short ones share a 30-token batch, only the long one pays 384.
+    assert [(b, w) for b, w, _ in backend.calls] == [(4, 30), (4, 384)]
 
 
 def test_empty_input():
