@@ -7,11 +7,19 @@
 - orch: `orch bench` itself in performance mode: loadgen, the pull dispatcher
   and Ray workers, batches of --batch-size, padding removed.
 
-Both use the same model, the same SQuAD features (the first --count of the
-real SQuAD dev part beside the project), the same CPUs. Prints both figures
-and the ratio; the goal is orch >= 3x the reference way.
+All use the same model, the same SQuAD features (the whole real SQuAD dev
+part beside the project, or its first --count), the same CPUs. With
+--rounds R the three ways run R times, interleaved, and the medians are
+reported, so a slow minute of a shared machine hits all of them alike.
 
-    python benchmarks/single_node.py [--count 400] [--batch-size 8] [--dataset PATH] [--model demo]
+It also prints the compute ceiling, measured in the same run: the model's
+multiply-adds per sample at 384 tokens (reference) and at the real lengths
+(padding removed), and the fp32 matrix-multiply peak of this machine
+(ONNX Runtime MatMul at the model's own shapes). From those: how much of the
+peak each way reaches, and the largest orch/reference ratio padding removal
+can give at all. The goal is orch >= 3x the reference way.
+
+    python benchmarks/single_node.py [--count N] [--rounds 1] [--nodes 2] [--batch-size 2] [--dataset PATH] [--model demo]
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "squad-v1.1-dev-part.json"
+SETTLE_SECONDS = 3.0
 
 
 def reference_way(model_path: Path, features, count: int, threads: int) -> float:
@@ -77,45 +86,128 @@ def orch_way(model: str, dataset: Path, count: int, batch_size: int, nodes: int)
         return run_bench(conf)
 
 
+def model_shape(model_path: Path) -> tuple[int, int, int]:
+    """(multiply-adds per token of the model's 2-D weight MatMuls, attention layers, hidden size)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    graph = model.graph
+    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+    dense = 0
+    hidden = 0
+    for node in graph.node:
+        if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and len(shapes.get(node.input[1], ())) == 2:
+            k, n = shapes[node.input[1]]
+            dense += k * n
+            hidden = hidden or k
+    layers = sum(1 for node in graph.node if node.op_type == "Softmax")
+    return dense, layers, hidden
+
+
+def macs_per_sample(length: int, dense: int, layers: int, hidden: int) -> int:
+    """Multiply-adds of one sample of ``length`` tokens: weights, plus Q.K^T and P.V per layer."""
+    return length * dense + layers * 2 * length * length * hidden
+
+
+def matmul_peak(hidden: int, threads: int, seconds: float = 3.0) -> float:
+    """fp32 GFLOP/s of ONNX Runtime's MatMul on [1536, hidden] x [hidden, 4*hidden] (the FFN's shape)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    m, k, n = 1536, hidden, 4 * hidden
+    weight = numpy_helper.from_array(np.random.default_rng(0).random((k, n), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["y"])], "peak",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [weight],
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(1).random((m, k), dtype=np.float32)
+    session.run(None, {"a": a})
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(None, {"a": a})
+        runs += 1
+    return 2 * m * k * n * runs / (time.perf_counter() - started) / 1e9
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--count", type=int, default=None, help="the first N features (default: all of the data set)")
+    parser.add_argument("--rounds", type=int, default=1, help="run the three ways this many times, interleaved; medians reported")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--model", default="demo")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     args = parser.parse_args()
     if not args.dataset.exists():
         print(f"data set {args.dataset} is absent (the real SQuAD dev part lives in ../shared/data)", file=sys.stderr)
         return 2
+    if args.rounds < 1:
+        print("--rounds must be at least 1", file=sys.stderr)
+        return 2
+
+    import statistics
 
     from orchestrator.models.resolve import resolve_model
     from orchestrator.squad.library import load_features
 
     choice = resolve_model(args.model, dataset=args.dataset.resolve())
     features = load_features(choice.dataset_path, choice.vocab_path)
-    count = min(args.count, len(features))
+    count = len(features) if args.count is None else min(args.count, len(features))
     threads = os.cpu_count() or 1
     lengths = features.lengths[:count]
 
-    ref = reference_way(choice.path, features, count, threads)
-    plain = plain_loop(choice.path, features, count, threads, args.batch_size)
-    result = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes)
-    ours = result["samples_per_second"]
+    refs, plains, ours = [], [], []
+    for _ in range(args.rounds):
+        # Let the previous way's processes (Ray's, after orch) leave the CPUs first.
+        time.sleep(SETTLE_SECONDS)
+        refs.append(reference_way(choice.path, features, count, threads))
+        time.sleep(SETTLE_SECONDS)
+        plains.append(plain_loop(choice.path, features, count, threads, args.batch_size))
+        time.sleep(SETTLE_SECONDS)
+        ours.append(orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes)["samples_per_second"])
+    ref, plain, orch = (statistics.median(x) for x in (refs, plains, ours))
+
+    dense, layers, hidden = model_shape(choice.path)
+    peak = matmul_peak(hidden, threads)
+    ref_macs = macs_per_sample(384, dense, layers, hidden)
+    real_macs = sum(macs_per_sample(int(n), dense, layers, hidden) for n in lengths) / count
     figures = {
         "machine": f"{platform.node()} {platform.machine()}, {threads} CPUs",
         "model": choice.name,
         "dataset": str(choice.dataset_path),
         "samples": count,
         "mean_real_length": round(float(lengths.mean()), 1),
+        "rounds": args.rounds,
         "reference_samples_per_second": round(ref, 2),
         "plain_loop_samples_per_second": round(plain, 2),
-        "orch_samples_per_second": round(ours, 2),
+        "orch_samples_per_second": round(orch, 2),
         "orch_nodes": args.nodes,
         "orch_batch_size": args.batch_size,
-        "ratio": round(ours / ref, 2),
+        "ratio": round(orch / ref, 2),
         "plain_loop_ratio": round(plain / ref, 2),
-        "orch_share_of_plain_loop": round(ours / plain, 2),
+        "orch_share_of_plain_loop": round(orch / plain, 2),
+        "each_round": {
+            "reference": [round(x, 2) for x in refs],
+            "plain_loop": [round(x, 2) for x in plains],
+            "orch": [round(x, 2) for x in ours],
+        },
+        "ceiling": {
+            "matmul_peak_gflops": round(peak, 1),
+            "gmacs_per_sample_padded_384": round(ref_macs / 1e9, 3),
+            "gmacs_per_sample_real_lengths": round(real_macs / 1e9, 3),
+            "reference_share_of_peak": round(ref * ref_macs * 2 / 1e9 / peak, 2),
+            "orch_share_of_peak": round(orch * real_macs * 2 / 1e9 / peak, 2),
+            # If orch's way ran at the reference's share of the peak, it could do this much better:
+            "ratio_at_reference_efficiency": round(ref_macs / real_macs, 2),
+            # ...and at 100% of the peak (no other op costing anything), at most this:
+            "ratio_at_full_peak": round(peak * 1e9 / (2 * real_macs) / ref, 2),
+        },
         "goal": ">= 3x",
         "command": "python benchmarks/single_node.py " + " ".join(sys.argv[1:]),
     }

@@ -1,0 +1,39 @@
+"""benchmarks/single_node.py runs end to end and its arithmetic is right.
+
+No timing is asserted (figures vary by machine); what is checked is that the
+benchmark runs all three ways on the same samples, reports the ratio of the
+figures it printed, and counts the demo model's work correctly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+# The demo model: 6 layers, hidden 384, FFN 1536, a [384, 2] QA head.
+LAYERS, HIDDEN, FFN = 6, 384, 1536
+DENSE_PER_TOKEN = LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN) + HIDDEN * 2
+
+
+def test_single_node_benchmark_runs_and_counts_the_model(squad_part):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "single_node.py"), "--count", "24", "--nodes", "2",
+         "--batch-size", "2", "--rounds", "2", "--dataset", str(squad_part)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout)
+
+    assert figures["samples"] == 24 and figures["rounds"] == 2 and figures["orch_nodes"] == 2
+    for way in ("reference", "plain_loop", "orch"):
+        assert len(figures["each_round"][way]) == 2 and all(x > 0 for x in figures["each_round"][way])
+    assert abs(figures["ratio"] - figures["orch_samples_per_second"] / figures["reference_samples_per_second"]) < 0.02
+
+    ceiling = figures["ceiling"]
+    padded = 384 * DENSE_PER_TOKEN + LAYERS * 2 * 384 * 384 * HIDDEN
+    assert ceiling["gmacs_per_sample_padded_384"] == round(padded / 1e9, 3)
+    assert 0 < ceiling["gmacs_per_sample_real_lengths"] < ceiling["gmacs_per_sample_padded_384"]
+    assert ceiling["matmul_peak_gflops"] > 0
