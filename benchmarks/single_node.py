@@ -15,7 +15,7 @@ reported, so a slow minute of a shared machine hits all of them alike.
 It also prints the compute ceiling, measured in the same run: the model's
 multiply-adds per sample at 384 tokens (reference) and at the real lengths
 (padding removed), and the fp32 matrix-multiply peak of this machine
-(ONNX Runtime MatMul at the model's own shapes). From those: how much of the
+(ONNX Runtime MatMul at the shape of the model's FFN). From those: how much of the
 peak each way reaches, and the largest orch/reference ratio padding removal
 can give at all. The goal is orch >= 3x the reference way.
 
@@ -153,6 +153,7 @@ def main() -> int:
 
     import statistics
 
+    from orchestrator.backends.batching import MAX_SEQ_LENGTH
     from orchestrator.models.resolve import resolve_model
     from orchestrator.squad.library import load_features
 
@@ -175,7 +176,7 @@ def main() -> int:
 
     dense, layers, hidden = model_shape(choice.path)
     peak = matmul_peak(hidden, threads)
-    ref_macs = macs_per_sample(384, dense, layers, hidden)
+    ref_macs = macs_per_sample(MAX_SEQ_LENGTH, dense, layers, hidden)
     real_macs = sum(macs_per_sample(int(n), dense, layers, hidden) for n in lengths) / count
     figures = {
         "machine": f"{platform.node()} {platform.machine()}, {threads} CPUs",
