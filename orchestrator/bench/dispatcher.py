@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 import time
 from typing import Any, Callable, Hashable, Protocol, Sequence
 
@@ -48,15 +49,23 @@ class ChunkResult:
             accuracy mode, a small summary in performance mode); from Ray
             workers, an ``orchestrator.bench.payload.encode`` dict.
         seconds: time the worker spent computing.
+        started, finished: wall-clock times (``time.time()`` on the worker's
+            node) when the worker began and ended the chunk; 0.0 when unknown.
     """
 
     chunk_id: int
     payload: Any
     seconds: float
+    started: float = 0.0
+    finished: float = 0.0
 
 
 class WorkerLost(Exception):
     """Raised by ``Executor.result`` when the worker died before answering."""
+
+
+class DispatchStopped(RunError):
+    """The dispatch was told to stop (an interrupt) before every chunk was done."""
 
 
 class Executor(Protocol):
@@ -136,6 +145,10 @@ class Dispatcher:
             thread that calls ``run`` (loadgen completions must come from one
             long-lived thread: call ``run`` from such a thread).
         on_worker_lost: called with (worker, reason, requeued_chunks).
+        on_submit: called with (chunk, worker) each time a chunk is handed out
+            (re-runs after a lost worker included).
+        stop: when set, no more chunks are handed out and ``run`` raises
+            ``DispatchStopped`` at its next wake-up (at most ``poll_seconds``).
         in_flight: chunks kept queued per worker (>= 1; 2 hides the gap
             between one chunk's end and the next one's arrival).
         poll_seconds: how long one wait may block.
@@ -148,6 +161,8 @@ class Dispatcher:
         *,
         on_complete: Callable[[Chunk, ChunkResult, str], None],
         on_worker_lost: Callable[[str, str, list[Chunk]], None] | None = None,
+        on_submit: Callable[[Chunk, str], None] | None = None,
+        stop: threading.Event | None = None,
         in_flight: int = 2,
         poll_seconds: float = 0.5,
     ) -> None:
@@ -159,6 +174,8 @@ class Dispatcher:
         self._stats = {name: WorkerStats(name) for name in workers}
         self._on_complete = on_complete
         self._on_worker_lost = on_worker_lost
+        self._on_submit = on_submit
+        self._stop = stop
         self._in_flight = in_flight
         self._poll = poll_seconds
 
@@ -167,6 +184,7 @@ class Dispatcher:
 
         Raises:
             RunError: every worker was lost before the chunks were done.
+            DispatchStopped: ``stop`` was set before the chunks were done.
         """
         started = time.perf_counter()
         queue = collections.deque(chunks)
@@ -186,12 +204,21 @@ class Dispatcher:
                     if stats.alive and busy < self._in_flight:
                         chunk = queue.popleft()
                         pending[self._executor.submit(name, chunk)] = (name, chunk)
+                        if self._on_submit:
+                            self._on_submit(chunk, name)
                         progressed = True
                 if not progressed:
                     return
 
-        fill()
-        while pending:
+        def stopped() -> bool:
+            return self._stop is not None and self._stop.is_set()
+
+        if not stopped():
+            fill()
+        while pending or (queue and stopped()):
+            if stopped():
+                left = sum(len(c) for c in queue) + sum(len(c) for _, c in pending.values())
+                raise DispatchStopped(f"stopped with {left} samples not yet answered")
             ready = self._executor.wait(list(pending), self._poll)
             for handle in ready:
                 name, chunk = pending.pop(handle)
@@ -222,7 +249,8 @@ class Dispatcher:
                     f"every worker was lost ({', '.join(lost)}); "
                     f"{sum(len(c) for c in queue)} samples were left unanswered"
                 )
-            fill()
+            if not stopped():
+                fill()
         return DispatchReport(
             workers=dict(self._stats),
             lost_workers=lost,

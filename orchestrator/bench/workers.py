@@ -91,6 +91,7 @@ class InferenceWorker:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.spec.chunk_delay:
             time.sleep(self.spec.chunk_delay)
+        wall_started = time.time()
         started = time.perf_counter()
         idx = np.asarray(sample_indices, dtype=np.int64)
         logits = predict(
@@ -106,7 +107,8 @@ class InferenceWorker:
         answer = logits if return_logits else np.argmax(logits, axis=1).astype(np.int16)
         self.chunks_done += 1
         # Plain bytes, not a numpy pickle: the driver may run another numpy major.
-        return ChunkResult(chunk_id, encode(answer), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return ChunkResult(chunk_id, encode(answer), seconds, started=wall_started, finished=wall_started + seconds)
 
 
 def start_workers(specs: Sequence[WorkerSpec]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from orchestrator.bench.dispatcher import Chunk, ChunkResult, Dispatcher, WorkerLost, make_chunks
+from orchestrator.bench.dispatcher import Chunk, ChunkResult, Dispatcher, DispatchStopped, WorkerLost, make_chunks
 from orchestrator.errors import RunError
 
 
@@ -143,3 +143,41 @@ def test_all_workers_lost_is_an_error_not_a_hang():
 def test_no_workers_refused():
     with pytest.raises(RunError):
         Dispatcher(FakeExecutor({}), [], on_complete=lambda *a: None)
+
+
+def test_on_submit_sees_every_hand_out_including_reruns():
+    chunks = _chunks(60, 5)
+    executor = FakeExecutor({"a": 0.0005, "b": 0.0005}, die_after={"b": 1})
+    handed = []
+    report, answered, _, _ = _run(executor, ["a", "b"], chunks, on_submit=lambda c, w: handed.append((w, c.chunk_id)))
+    assert handed == executor.submitted
+    assert len(handed) > len(chunks)  # the lost worker's chunks were handed out again
+    assert len(answered) == 60
+
+
+def test_stop_hands_out_nothing_more_and_raises():
+    chunks = _chunks(400, 4)
+    executor = FakeExecutor({"a": 0.002, "b": 0.002})
+    stop = threading.Event()
+    seen = []
+
+    def on_complete(chunk, result, worker):
+        seen.append(chunk.chunk_id)
+        if len(seen) == 3:
+            stop.set()
+
+    dispatcher = Dispatcher(executor, ["a", "b"], on_complete=on_complete, stop=stop, poll_seconds=0.05)
+    with pytest.raises(DispatchStopped, match="not yet answered"):
+        dispatcher.run(chunks)
+    submitted_at_stop = len(executor.submitted)
+    time.sleep(0.1)
+    assert len(executor.submitted) == submitted_at_stop < len(chunks)
+
+
+def test_stop_set_before_run_hands_out_nothing():
+    stop = threading.Event()
+    stop.set()
+    executor = FakeExecutor({"a": 0.001})
+    with pytest.raises(DispatchStopped):
+        Dispatcher(executor, ["a"], on_complete=lambda *a: None, stop=stop).run(_chunks(10, 2))
+    assert executor.submitted == []
