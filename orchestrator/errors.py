@@ -93,3 +93,43 @@ class BuildError(OrchError):
     def __init__(self, message: str, *, build_log: str = "", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.build_log = build_log
+
+
+class Interrupted(OrchError):
+    """The user stopped orch (Ctrl-C / SIGINT, or SIGTERM): exit 130 or 143.
+
+    Raised from the SIGTERM handler, and by the core where it turns a
+    KeyboardInterrupt into an orderly stop (a run left as ``<out>.failed-<time>``).
+    """
+
+    def __init__(self, message: str = "interrupted", *, signal_name: str = "SIGINT", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.signal_name = signal_name
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130
+
+
+def error_class(name: str) -> type[OrchError]:
+    """The ``OrchError`` subclass called ``name`` (``OrchError`` itself when unknown)."""
+    pending: list[type[OrchError]] = [OrchError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return OrchError
+
+
+def rebuild_error(name: str, message: str, hint: str | None = None, exit_code: int = 2) -> OrchError:
+    """An error that travelled as (type, message, hint) between processes, as its own class.
+
+    Subclasses that carry more data (a host, a path) are rebuilt with the
+    message and hint only; their extra attributes are not part of the record.
+    """
+    cls = error_class(name)
+    if cls is Interrupted:
+        return Interrupted(message, signal_name="SIGTERM" if exit_code == 143 else "SIGINT", hint=hint)
+    error = cls.__new__(cls)
+    OrchError.__init__(error, message, hint=hint)
+    if exit_code != cls.exit_code:
+        error.exit_code = exit_code
+    return error

@@ -69,3 +69,39 @@ def atomic_write(path: Path | str, data: bytes | str | Callable[[BinaryIO], None
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def cached_sha256(path: Path | str) -> str:
+    """``sha256_file``, remembered per (absolute path, size, mtime) in orch's cache.
+
+    For large files hashed again and again (a 1.3 GB model on every run, every
+    deploy): an unchanged file is not read twice. A changed file has another
+    size or mtime, so it is hashed again.
+    """
+    import fcntl
+    import json
+
+    from orchestrator.paths import cache_subdir
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo = cache_subdir("sha256") / "memo.json"
+    lock = memo.with_suffix(".lock")
+
+    def read() -> dict:
+        try:
+            return json.loads(memo.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    known = read()
+    if key in known:
+        return known[key]
+    value = sha256_file(path)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        known = read()
+        known[key] = value
+        atomic_write(memo, json.dumps(known))
+    return value

@@ -27,6 +27,13 @@ _REGISTRY: dict[str, str] = {
     "deepsparse": "orchestrator.backends.deepsparse:DeepSparseBackend",
 }
 
+# The runtime package each backend imports (checked before Ray starts, without importing it).
+RUNTIME_PACKAGES: dict[str, str] = {
+    "onnxruntime": "onnxruntime",
+    "onnxruntime-cuda": "onnxruntime",
+    "deepsparse": "deepsparse",
+}
+
 # What to install when a backend's runtime package is missing.
 INSTALL_HINTS: dict[str, str] = {
     "onnxruntime": "pip install 'orch[cpu]'",
@@ -79,6 +86,33 @@ class Backend(abc.ABC):
 def available_backends() -> list[str]:
     """Names of every registered backend (installed or not)."""
     return sorted(_REGISTRY)
+
+
+def check_backend(name: str, *, installed: bool = True) -> None:
+    """Fail fast on a backend that cannot run here, without importing its runtime.
+
+    Args:
+        name: the ``--backend`` value.
+        installed: also check that its runtime package is importable on this
+            machine (False when the workers run elsewhere, e.g. a cluster).
+
+    Raises:
+        BackendError: unknown name (the message lists the valid ones), or its
+            runtime package is not installed (the message says what to install).
+    """
+    import importlib.util
+
+    if name not in _REGISTRY:
+        raise BackendError(
+            f"unknown backend {name!r} (--backend)",
+            hint=f"choose one of: {', '.join(available_backends())}",
+        )
+    package = RUNTIME_PACKAGES.get(name)
+    if installed and package and importlib.util.find_spec(package) is None:
+        raise BackendError(
+            f"backend {name!r} needs the package {package}, which is not installed here",
+            hint=f"install it with: {INSTALL_HINTS.get(name, 'pip install orch')}",
+        )
 
 
 def get_backend(name: str) -> Backend:

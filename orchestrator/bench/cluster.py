@@ -89,14 +89,17 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
-def local_slots(nodes: int, threads: int | None) -> list[Slot]:
-    """N workers on the embedded cluster, each with its share of this machine's CPUs."""
+def local_slots(workers: int, threads: int | None, node: str) -> list[Slot]:
+    """N workers on the embedded cluster, each with its share of this machine's CPUs.
+
+    They share one machine, so they are workers of one node (``node``).
+    """
     cpus = os.cpu_count() or 1
-    share = cpus / nodes
-    per_worker_threads = threads or max(1, cpus // nodes)
+    share = cpus / workers
+    per_worker_threads = threads or max(1, cpus // workers)
     return [
-        Slot(worker=f"local-{i + 1}", node=f"local-{i + 1}", node_id=None, num_cpus=share, threads=per_worker_threads)
-        for i in range(nodes)
+        Slot(worker=f"local-{i + 1}", node=node, node_id=None, num_cpus=share, threads=per_worker_threads)
+        for i in range(workers)
     ]
 
 
@@ -135,7 +138,7 @@ PROFILE_BACKENDS = {
 }
 
 
-def deployed_slots(deploy: dict, chosen: list[str], backend: str, threads: int | None) -> list[Slot]:
+def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None) -> list[Slot]:
     """Workers for the chosen nodes of a deployed cluster (run by the driver on the head).
 
     One worker per node, one per GPU on GPU nodes running the CUDA backend;
@@ -143,7 +146,7 @@ def deployed_slots(deploy: dict, chosen: list[str], backend: str, threads: int |
     node its profile's backend.
 
     Args:
-        deploy: the content of ``/data/deploy.json`` written by ``orch deploy``.
+        deploy: the ``DeployRecord`` (``/data/deploy.json``) written by ``orch deploy``.
         chosen: node names to use.
         backend: the run's backend, or ``auto``.
         threads: threads per worker (default: the node's CPUs / its workers).
@@ -153,19 +156,19 @@ def deployed_slots(deploy: dict, chosen: list[str], backend: str, threads: int |
     """
     import ray
 
-    by_name = {n["name"]: n for n in deploy["nodes"]}
+    by_name = {n.name: n for n in deploy.nodes}
     alive = {n["NodeManagerAddress"]: n for n in ray.nodes() if n.get("Alive")}
     slots: list[Slot] = []
     for name in chosen:
         node = by_name.get(name)
         if node is None:
             raise RunError(f"node {name} is not in the deployed cluster ({', '.join(by_name)})")
-        ray_node = alive.get(node["ray_ip"])
+        ray_node = alive.get(node.ray_ip)
         if ray_node is None:
-            raise RunError(f"node {name} ({node['ray_ip']}) has not joined Ray", hint="run orch deploy, then orch status")
-        node_backend = PROFILE_BACKENDS.get(node["profile"], backend) if backend == "auto" else backend
+            raise RunError(f"node {name} ({node.ray_ip}) has not joined Ray", hint="run orch deploy, then orch status")
+        node_backend = PROFILE_BACKENDS.get(node.profile, backend) if backend == "auto" else backend
         cpus = float(ray_node.get("Resources", {}).get("CPU", 1.0))
-        gpus = int(node.get("gpus") or 0) if node_backend == "onnxruntime-cuda" else 0
+        gpus = int(node.gpus or 0) if node_backend == "onnxruntime-cuda" else 0
         count = max(1, gpus)
         for i in range(count):
             worker = f"{name}-gpu{i}" if gpus else name

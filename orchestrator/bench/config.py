@@ -1,115 +1,120 @@
-"""What one `orch bench` is asked to do, checked before anything starts, and its user.conf."""
+"""What one `orch bench` is asked to do, checked before anything starts, and its user.conf.
+
+The configuration itself is the typed record ``orchestrator.records.BenchConfig``;
+this module holds the rules about it: ``check`` (every flag, before any file
+is read or Ray starts), the sample count, the chunk size, and the user.conf
+text loadgen reads.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import os
+import re
 import socket
 from pathlib import Path
 
 from orchestrator.errors import InputError
-from orchestrator.paths import cache_subdir
+from orchestrator.records import BenchConfig, DeployRecord, RecordError, read_record
+
+__all__ = ["BenchConfig", "check", "sample_count", "effective_chunk_size", "user_conf", "read_deploy_record"]
 
 MODES = ("performance", "accuracy", "submission")
 EXECUTIONS = ("test", "valid")
 SCENARIOS = ("Offline",)
+DIVISIONS = ("open", "closed")
 
 # Test mode: a short run, sized by --count, that is never valid for submission.
 TEST_MIN_DURATION_MS = 1000
-# Default --count in test mode when the data set is larger than this.
+# Default --count of a test-mode performance run when the data set is larger.
 TEST_DEFAULT_COUNT_CAP = 1024
-# Samples of the short test run that measures target_qps before a valid run.
-CALIBRATION_COUNT = 1024
 # The official BERT Offline minimum query size (mlperf.conf, compiled into loadgen).
 OFFICIAL_MIN_QUERY_COUNT = 10833
+# What the official checker accepts as a directory name (submitter, system).
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-@dataclasses.dataclass(frozen=True)
-class BenchConfig:
-    """One benchmark run as asked for on the command line."""
+def check(conf: BenchConfig) -> None:
+    """Reject unusable flag values with one line naming the flag.
 
-    nodes: int | None = None  # None: 1 locally, every capable node of an inventory
-    backend: str = "onnxruntime"
-    scenario: str = "Offline"
-    mode: str = "performance"
-    execution: str = "test"
-    count: int | None = None
-    model: str = "demo"
-    dataset: Path | None = None
-    vocab: Path | None = None
-    batch_size: int = 8
-    threads: int | None = None
-    chunk_size: int | None = None
-    out: Path | None = None
-    force: bool = False
-    target_qps: float | None = None
-    ray_address: str | None = None
-    command: str = ""
-    # Set by the controller when the driver runs on the head of a deployed cluster.
-    cluster_nodes: tuple[str, ...] | None = None
-    # Submission mode only.
-    submitter: str | None = None
-    system_name: str | None = None
-    division: str = "open"
-    system_meta: Path | None = None
-
-    def check(self) -> None:
-        """Reject unusable values with one line naming the flag.
-
-        Raises:
-            InputError: a flag's value cannot be used.
-        """
-        if self.backend == "auto" and not self.cluster_nodes:
-            raise InputError("--backend auto follows the node profiles of an inventory", hint="add --inventory FILE or name a backend")
-        if self.nodes is not None and self.nodes < 1:
-            raise InputError(f"--nodes must be at least 1 (got {self.nodes})")
-        if self.scenario not in SCENARIOS:
-            raise InputError(f"--scenario {self.scenario!r} is not supported yet", hint="use --scenario Offline")
-        if self.mode not in MODES:
-            raise InputError(f"--mode {self.mode!r} is unknown", hint=f"choose one of: {', '.join(MODES)}")
-        if self.execution not in EXECUTIONS:
-            raise InputError(f"--execution {self.execution!r} is unknown", hint="choose test or valid")
-        if self.count is not None and self.count < 1:
-            raise InputError(f"--count must be at least 1 (got {self.count})")
-        if self.count is not None and self.execution == "valid":
-            raise InputError("--count is for --execution test", hint="a valid run uses the whole data set")
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"--threads must be at least 1 (got {self.threads})")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise InputError(f"--chunk-size must be at least 1 (got {self.chunk_size})")
-        if self.mode == "submission" and not self.submitter:
+    Raises:
+        InputError: a flag's value cannot be used.
+    """
+    if conf.backend == "auto" and not conf.cluster_nodes:
+        raise InputError("--backend auto follows the node profiles of an inventory", hint="add --inventory FILE or name a backend")
+    if conf.nodes is not None and conf.nodes < 1:
+        raise InputError(f"--nodes must be at least 1 (got {conf.nodes})")
+    if conf.scenario not in SCENARIOS:
+        raise InputError(f"--scenario {conf.scenario!r} is not supported yet", hint="use --scenario Offline")
+    if conf.count is not None and conf.count < 1:
+        raise InputError(f"--count must be at least 1 (got {conf.count})")
+    if conf.count is not None and conf.execution == "valid":
+        raise InputError("--count is for --execution test", hint="a valid run uses the whole data set")
+    if conf.count is not None and conf.mode == "accuracy" and not conf.partial_accuracy:
+        raise InputError(
+            "--count with --mode accuracy: an accuracy run covers the whole data set (MLPerf and the checker require it)",
+            hint="drop --count, or add --partial-accuracy for a subset marked PARTIAL",
+        )
+    if conf.partial_accuracy and conf.mode == "performance":
+        raise InputError("--partial-accuracy is for --mode accuracy", hint="drop it, or use --mode accuracy")
+    if conf.partial_accuracy and conf.count is None:
+        raise InputError("--partial-accuracy needs --count N (the samples to score)")
+    if conf.partial_accuracy and conf.execution == "valid":
+        raise InputError("--partial-accuracy with --execution valid: a valid accuracy run covers the whole data set")
+    if conf.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1 (got {conf.batch_size})")
+    if conf.threads is not None and conf.threads < 1:
+        raise InputError(f"--threads must be at least 1 (got {conf.threads})")
+    if conf.chunk_size is not None and conf.chunk_size < 1:
+        raise InputError(f"--chunk-size must be at least 1 (got {conf.chunk_size})")
+    if conf.target_qps is not None and conf.target_qps <= 0:
+        raise InputError(f"--target-qps must be positive (got {conf.target_qps})")
+    if conf.division not in DIVISIONS:
+        raise InputError(f"--division {conf.division!r} is unknown", hint="choose open or closed")
+    if conf.mode == "submission":
+        if not conf.submitter:
             raise InputError("--mode submission needs --submitter NAME (the submitting organisation)")
-        if self.target_qps is not None and self.target_qps <= 0:
-            raise InputError(f"--target-qps must be positive (got {self.target_qps})")
+        for flag, value in (("--submitter", conf.submitter), ("--system-name", conf.system_name)):
+            if value is not None and not NAME_RE.match(value):
+                raise InputError(f"{flag} {value!r}: use letters, digits, '.', '_' and '-' only (it names a folder of the tree)")
+        if conf.division == "closed":
+            raise InputError("--division closed needs TEST01 compliance runs, which orch does not make yet",
+                             hint="submit to the open division (--division open)")
+    elif conf.allow_invalid:
+        raise InputError("--allow-invalid is for --mode submission (and orch submit)")
 
-    def sample_count(self, available: int, *, dataset: Path) -> int:
-        """How many QSL samples this run uses, given the data set's feature count.
 
-        Raises:
-            InputError: --count is larger than the data set.
-        """
-        if self.execution == "valid":
-            return available
-        if self.count is None:
-            return min(available, TEST_DEFAULT_COUNT_CAP)
-        if self.count > available:
-            raise InputError(
-                f"--count {self.count} is larger than the data set {dataset} ({available} samples)",
-                hint=f"use --count {available} or less",
-            )
-        return self.count
+def sample_count(conf: BenchConfig, available: int, *, dataset: Path, mode: str) -> int:
+    """How many QSL samples a ``mode`` run uses, given the data set's feature count.
 
-    def effective_chunk_size(self, samples: int, workers: int) -> int:
-        """Samples per dispatched chunk.
+    An accuracy run answers the whole data set (``--count`` samples only with
+    ``--partial-accuracy``; in submission mode ``--count`` sizes the
+    performance run alone); a test-mode performance run uses ``--count``
+    (default: the data set, at most ``TEST_DEFAULT_COUNT_CAP``).
 
-        A few batches, so a chunk amortises the Ray round trip, but small
-        enough that every worker gets several chunks of a short run.
-        """
-        if self.chunk_size:
-            return self.chunk_size
-        return max(1, min(self.batch_size * 4, -(-samples // (workers * 4))))
+    Raises:
+        InputError: --count is larger than the data set.
+    """
+    if conf.execution == "valid" or (mode == "accuracy" and not conf.partial_accuracy):
+        return available
+    if conf.count is None:
+        return available if mode == "accuracy" else min(available, TEST_DEFAULT_COUNT_CAP)
+    if conf.count > available:
+        raise InputError(
+            f"--count {conf.count} is larger than the data set {dataset} ({available} samples)",
+            hint=f"use --count {available} or less",
+        )
+    return conf.count
+
+
+def effective_chunk_size(conf: BenchConfig, samples: int, workers: int) -> int:
+    """Samples per dispatched chunk.
+
+    A few batches, so a chunk amortises the Ray round trip, but small enough
+    that every worker gets several chunks of a short run.
+    """
+    if conf.chunk_size:
+        return conf.chunk_size
+    return max(1, min(conf.batch_size * 4, -(-samples // (workers * 4))))
 
 
 def user_conf(*, execution: str, count: int, target_qps: float) -> str:
@@ -146,57 +151,23 @@ def test_target_qps(count: int) -> float:
     return max(1.0, count / (1.1 * TEST_MIN_DURATION_MS / 1000.0) * 0.99)
 
 
-# --- target_qps calibration, stored per system -------------------------------------
-
-
-def calibration_key(system: str, backend: str, model: str, nodes: int, batch_size: int) -> str:
-    """The name under which a measured throughput is stored."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in system)
-    return f"{safe}__{backend}__{model}__{nodes}n__b{batch_size}"
-
-
 DEPLOY_JSON = "/data/deploy.json"
 
 
-def read_deploy_json() -> dict:
+def read_deploy_record() -> DeployRecord:
     """What `orch deploy` wrote for the bench on a node (``$ORCH_DEPLOY_JSON``, default /data/deploy.json).
 
     Raises:
-        InputError: the file is missing: this is not a deployed node.
+        InputError: the file is missing (this is not a deployed node) or is not
+            a deploy record this orch reads.
     """
-    import os
-
     path = Path(os.environ.get("ORCH_DEPLOY_JSON", DEPLOY_JSON))
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} is missing or unreadable ({exc})", hint="run orch deploy first") from exc
+        return read_record(DeployRecord, path)
+    except RecordError as exc:
+        raise InputError(str(exc), hint="run orch deploy (with this orch) first") from exc
 
 
-def default_system_name(backend: str, nodes: int) -> str:
-    """A system name for a submission when --system-name is not given."""
-    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())
-    return f"{host}_{nodes}node_{backend}"
-
-
-def local_system_name() -> str:
-    """The system name of the embedded local cluster."""
-    return socket.gethostname()
-
-
-def load_calibration(key: str) -> float | None:
-    """The stored samples/s for ``key``, or None."""
-    path = cache_subdir("calibration") / f"{key}.json"
-    try:
-        return float(json.loads(path.read_text())["samples_per_second"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def store_calibration(key: str, samples_per_second: float, *, samples: int) -> Path:
-    """Remember a measured throughput so the next valid run sizes its query right."""
-    path = cache_subdir("calibration") / f"{key}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"samples_per_second": samples_per_second, "samples": samples}, indent=2))
-    tmp.replace(path)
-    return path
+def host_name() -> str:
+    """This machine's name, safe for file and system names."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "localhost"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import re
 import threading
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,6 @@ class HarnessResult:
     """What a loadgen run produced."""
 
     report: DispatchReport | None
-    logits: dict[int, np.ndarray]  # sample index -> (384, 2), accuracy mode only
     issued: int
     error: BaseException | None
 
@@ -44,7 +42,7 @@ def run_loadgen(
     lengths: np.ndarray,
     chunk_size: int,
     dispatch: DispatchFn,
-    keep_logits: bool = False,
+    stop: threading.Event | None = None,
 ) -> HarnessResult:
     """Run one loadgen test (Offline) and return once loadgen has written its logs.
 
@@ -55,13 +53,19 @@ def run_loadgen(
         sample_count: QSL size (samples 0..count-1 of the feature set).
         lengths: real length of each QSL sample.
         chunk_size: samples per chunk.
-        dispatch: runs the chunks (see ``DispatchFn``).
-        keep_logits: also keep every answered sample's logits in memory.
+        dispatch: runs the chunks (see ``DispatchFn``); it must stop handing
+            out chunks when ``stop`` is set.
+        stop: set on Ctrl-C / SIGTERM (by this function) or by the caller.
+
+    Raises:
+        KeyboardInterrupt or ``Interrupted``: the run was stopped; loadgen was
+            let finish its query first (its logs are written), so the caller can
+            keep them in the failed run directory.
     """
     import mlperf_loadgen as lg
 
     work: queue.Queue = queue.Queue()
-    result = HarnessResult(report=None, logits={}, issued=0, error=None)
+    result = HarnessResult(report=None, issued=0, error=None)
 
     def complete_chunk(chunk: Chunk, answer: ChunkResult, worker: str) -> None:
         payload = decode(answer.payload)
@@ -73,12 +77,10 @@ def run_loadgen(
             data = np.ascontiguousarray(payload, dtype=np.float32)
             if data.shape != (len(chunk), 384, 2):
                 raise RunError(f"worker {worker} returned logits of shape {data.shape} for {len(chunk)} samples")
-            for row, (query_id, sample) in enumerate(zip(chunk.query_ids, chunk.sample_indices)):
+            for row, query_id in enumerate(chunk.query_ids):
                 one = data[row]
                 buffers.append(one)
                 responses.append(lg.QuerySampleResponse(query_id, one.ctypes.data, one.nbytes))
-                if keep_logits:
-                    result.logits[sample] = one
         else:
             for query_id in chunk.query_ids:
                 responses.append(lg.QuerySampleResponse(query_id, 0, 0))
@@ -128,7 +130,7 @@ def run_loadgen(
         log_settings.log_output.outdir = str(run_dir)
         log_settings.log_output.copy_summary_to_stdout = False
         log_settings.enable_trace = False
-        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+        _start_test_interruptibly(lg, sut, qsl, settings, log_settings, stop)
     finally:
         work.put(None)
         thread.join()
@@ -137,35 +139,36 @@ def run_loadgen(
     return result
 
 
-@dataclasses.dataclass(frozen=True)
-class LoadgenSummary:
-    """The facts orch reads back from ``mlperf_log_summary.txt``."""
+def _start_test_interruptibly(lg, sut, qsl, settings, log_settings, stop: threading.Event | None) -> None:
+    """Run loadgen's test in a thread, so Ctrl-C / SIGTERM reach this (main) thread.
 
-    samples_per_second: float | None
-    result_valid: bool | None
-    invalid_reasons: list[str]
-    errors: list[str]
+    Python runs signal handlers in the main thread only, between bytecodes: a
+    main thread blocked inside ``StartTest`` would ignore Ctrl-C until the
+    query ends. Here the main thread waits in short joins; on an interrupt it
+    sets ``stop`` (no more chunks are handed out; the completion thread
+    answers the rest empty, so loadgen finishes its query and returns), waits
+    for loadgen to return, then re-raises the interrupt.
+    """
+    done = threading.Event()
 
+    def body() -> None:
+        try:
+            lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+        finally:
+            done.set()
 
-_SPS = re.compile(r"^Samples per second\s*:\s*([0-9.eE+-]+)", re.M)
-_RESULT = re.compile(r"^Result is\s*:\s*(VALID|INVALID)", re.M)
-_UNMET = re.compile(r"^\s*(.+?)\s*:\s*NO\s*$", re.M)
-
-
-def read_summary(run_dir: Path) -> LoadgenSummary:
-    """Parse loadgen's summary and collect errors from its detail log."""
-    summary = (run_dir / "mlperf_log_summary.txt").read_text(errors="replace")
-    sps = _SPS.search(summary)
-    res = _RESULT.search(summary)
-    errors = []
-    detail = run_dir / "mlperf_log_detail.txt"
-    if detail.exists():
-        for line in detail.read_text(errors="replace").splitlines():
-            if '"is_error": true' in line:
-                errors.append(line[:300])
-    return LoadgenSummary(
-        samples_per_second=float(sps.group(1)) if sps else None,
-        result_valid=(res.group(1) == "VALID") if res else None,
-        invalid_reasons=[m.group(1) for m in _UNMET.finditer(summary)],
-        errors=errors,
-    )
+    runner = threading.Thread(target=body, name="orch-loadgen", daemon=True)
+    runner.start()
+    interrupt: BaseException | None = None
+    while not done.is_set():
+        try:
+            done.wait(0.2)
+        except BaseException as exc:  # KeyboardInterrupt, or orch's SIGTERM exception
+            if interrupt is not None:
+                raise  # a second interrupt: stop waiting for loadgen
+            interrupt = exc
+            if stop is not None:
+                stop.set()
+    runner.join()
+    if interrupt is not None:
+        raise interrupt

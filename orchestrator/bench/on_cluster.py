@@ -1,31 +1,41 @@
 """`orch bench --inventory`: the driver runs inside the head node's container.
 
-The controller picks the nodes that can run the backend, then runs
-``orch bench --cluster-nodes ...`` in the head container with ``docker exec``
-over SSH (``orchestrator.deploy.remote.exec_in_head``). That driver joins the
-deployed Ray cluster from the head's cluster address, places one worker per
-node (one per GPU on GPU nodes) and writes the run directory under
-``/data/runs/`` on the head; its progress arrives here as prefixed JSON lines
-on stderr and is drawn as the same live view; the run directory is then
-copied back to ``--out`` on the controller, ``run.json`` last.
+The controller checks everything it can (flags, inventory, backend), picks
+the nodes that can run the backend, writes the driver's configuration as a
+``DriverConfig`` record on the head (under ``/data/runs``) and starts
+``orch driver`` there with ``docker exec`` over SSH. That driver joins the
+deployed Ray cluster from the head's cluster address, places the workers and
+writes the run directory under ``/data/runs/`` on the head; its progress
+arrives here as prefixed JSON lines on stderr and is drawn as the same live
+view. Its answer is one ``DriverResult`` record: on success the run directory
+is copied back to ``--out`` (built under a temporary name, renamed into
+place); on failure the same error is raised here, and what the failed run
+left is copied back to ``<out>.failed-<time>``. Ctrl-C / SIGTERM here stop
+the driver there too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from orchestrator.bench import config as cfg
 from orchestrator.bench.cluster import PROFILE_BACKENDS
-from orchestrator.bench.runner import check_out, default_out
+from orchestrator.bench.driver import config_path, pid_path, result_path
+from orchestrator.bench.rundir import RunDir, check_out
+from orchestrator.bench.runner import default_out
+from orchestrator.bench.session import as_interrupt
 from orchestrator.bench.view import PROGRESS_PREFIX, RemoteProgress
-from orchestrator.errors import InputError, RunError
+from orchestrator.errors import InputError, Interrupted, RunError, rebuild_error
+from orchestrator.records import BenchConfig, DriverConfig, DriverResult, Faults, RecordError
+
+# Seconds the driver has to stop after Ctrl-C here before the controller gives up on it.
+STOP_GRACE = 20.0
 
 
 def choose_nodes(inventory: Any, backend: str, nodes: int | None, *, source: str) -> list[str]:
@@ -51,67 +61,96 @@ def choose_nodes(inventory: Any, backend: str, nodes: int | None, *, source: str
     return capable[:wanted]
 
 
-def driver_argv(conf: cfg.BenchConfig, nodes: list[str], remote_out: str) -> list[str]:
-    """The `orch bench` command line run inside the head container."""
-    argv = [
-        "orch", "bench", "--json", "--progress", "jsonl", "--force",
-        "--cluster-nodes", ",".join(nodes),
-        "--backend", conf.backend, "--scenario", conf.scenario,
-        "--mode", conf.mode, "--execution", conf.execution,
-        "--model", conf.model, "--batch-size", str(conf.batch_size),
-        "--out", remote_out,
-    ]  # fmt: skip
-    optional = {
-        "--count": conf.count,
-        "--threads": conf.threads,
-        "--chunk-size": conf.chunk_size,
-        "--target-qps": conf.target_qps,
-        "--submitter": conf.submitter,
-        "--system-name": conf.system_name,
-    }
-    for flag, value in optional.items():
-        if value is not None:
-            argv += [flag, str(value)]
-    if conf.mode == "submission":
-        argv += ["--division", conf.division]
-    return argv
+def driver_config(conf: BenchConfig, nodes: list[str], remote_out: str, *, debug: bool = False,
+                  faults: Faults | None = None) -> DriverConfig:
+    """The record the driver in the head container runs (every configuration field travels)."""
+    return DriverConfig(
+        bench=conf.replace(nodes=len(nodes), cluster_nodes=tuple(nodes), out=None, force=True),
+        remote_out=remote_out,
+        debug=debug,
+        faults=faults or Faults(),
+    )
 
 
-def run_on_inventory(conf: cfg.BenchConfig, inventory_path: Path, *, live: bool = True, debug: bool = False) -> dict[str, Any]:
+def run_on_inventory(
+    conf: BenchConfig,
+    inventory_path: Path,
+    *,
+    live: bool = True,
+    debug: bool = False,
+    trust_new_hosts: bool = False,
+    faults: Faults | None = None,
+) -> dict[str, Any]:
     """Run the bench on a deployed cluster and bring its run directory back.
 
     Raises:
-        InputError: bad inventory or flags; RunError: the remote run failed.
+        InputError: bad inventory or flags (before any connection).
+        Interrupted: Ctrl-C / SIGTERM (the driver on the head is stopped too).
+        OrchError: the error the driver raised, as its own class.
     """
-    from orchestrator.deploy.remote import exec_in_head, fetch_run_dir
+    from orchestrator.backends.base import check_backend
     from orchestrator.inventory import load_inventory
-    from orchestrator.ssh.paramiko_transport import ParamikoTransport
 
     if conf.nodes is not None and conf.nodes < 1:
         raise InputError(f"--nodes must be at least 1 (got {conf.nodes})")
     if conf.dataset or conf.vocab:
         raise InputError("--dataset/--vocab with --inventory: the nodes use what orch deploy shipped",
                          hint="pass them to orch deploy instead")
+    if conf.ray_address:
+        raise InputError("--ray-address with --inventory: the driver joins the deployed cluster's Ray itself")
+    if conf.backend != "auto":
+        check_backend(conf.backend, installed=False)
     inventory = load_inventory(inventory_path)
     nodes = choose_nodes(inventory, conf.backend, conf.nodes, source=str(inventory_path))
-    conf = dataclasses.replace(conf, nodes=len(nodes))
-    out = (conf.out or default_out(conf.mode)).resolve()
+    cfg.check(conf.replace(nodes=len(nodes), cluster_nodes=tuple(nodes)))
+    out = (conf.out or default_out(conf.mode)).absolute()
     check_out(out, conf.force)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{conf.mode}"
     remote_out = f"/data/runs/{run_id}"
-    argv = driver_argv(conf, nodes, remote_out)
-    if debug:
-        argv.insert(2, "--debug")
+    record = driver_config(conf, nodes, remote_out, debug=debug, faults=faults)
+
+    from orchestrator.ssh.paramiko_transport import ParamikoTransport
+
+    transport = ParamikoTransport.from_inventory(inventory, trust_new_hosts=trust_new_hosts)
+    try:
+        result = _drive(inventory, transport, record, live=live, debug=debug)
+        local = RunDir(out, kind="submission-run" if conf.mode == "submission" else "run", force=conf.force,
+                       command=conf.command)
+        local.create()
+        source = result.run_dir
+        if source:
+            _fetch(inventory, transport, source, local.path)
+        if not result.ok:
+            error = result.error
+            failed = local.fail(error.message if error else "the driver failed")
+            exc = rebuild_error(error.type, error.message, error.hint, error.exit_code) if error else RunError("the driver failed")
+            exc.hint = f"{exc.hint + '; ' if exc.hint else ''}what it wrote is in {failed} (and {source} on {inventory.head})"
+            raise exc
+        final = local.commit()
+    finally:
+        transport.close()
+    return _relocate(result.summary or {}, remote_out, final, shlex.join(["orch", *sys.argv[1:]]))
+
+
+def _drive(inventory, transport, record: DriverConfig, *, live: bool, debug: bool) -> DriverResult:
+    """Start the driver on the head, draw its progress, stop it on an interrupt; its result record."""
+    from orchestrator.deploy.remote import exec_in_head, host_path
+
+    head = inventory.head_node
+    remote_out = record.remote_out
+    with tempfile.TemporaryDirectory(prefix="orch-driver-") as tmp:
+        local_config = Path(tmp) / "driver.json"
+        record.write(local_config)
+        mkdir = f"mkdir -p {shlex.quote(host_path(head, '/data/runs'))}"
+        transport.run(head.name, mkdir, timeout=60)
+        transport.put(head.name, local_config, host_path(head, config_path(remote_out)))
 
     progress = RemoteProgress()
-    stdout: list[str] = []
     pending = {"stderr": ""}
-    errors: list[str] = []
 
     def on_output(stream: str, text: str) -> None:
         if stream == "stdout":
-            stdout.append(text)
-            return
+            return  # the result is read from its file
         pending["stderr"] += text
         *lines, pending["stderr"] = pending["stderr"].split("\n")
         for line in lines:
@@ -120,39 +159,58 @@ def run_on_inventory(conf: cfg.BenchConfig, inventory_path: Path, *, live: bool 
                     progress.latest = json.loads(line[len(PROGRESS_PREFIX):])
                 except ValueError:
                     pass
-            elif line.strip():
-                if line.startswith("orch: error:"):
-                    errors.append(line[len("orch: error:"):].strip())
-                if debug or line.startswith("orch: error:"):
-                    sys.stderr.write(line + "\n")
+            elif line.strip() and debug:
+                sys.stderr.write(line + "\n")
 
-    transport = ParamikoTransport.from_inventory(inventory)
     view = None
-    try:
-        if live:
-            from rich.console import Console
-            from rich.live import Live
+    interrupt: BaseException | None = None
+    if live:
+        from rich.console import Console
+        from rich.live import Live
 
-            view = Live(progress, console=Console(stderr=True), refresh_per_second=4)
-            view.start()
+        view = Live(progress, console=Console(stderr=True), refresh_per_second=4, transient=True)
+        view.start()
+    try:
         try:
-            # Test hooks (ORCH_TEST_*) travel to the driver like the flags do.
-            hooks = {k: v for k, v in os.environ.items() if k.startswith("ORCH_TEST_")}
-            result = exec_in_head(inventory, argv, transport=transport, on_output=on_output, env=hooks)
-        finally:
-            if view is not None:
-                view.stop()
-        if result.returncode != 0:
-            why = errors[-1] if errors else f"exit code {result.returncode}"
-            raise RunError(f"the bench on {inventory.head} (head of {inventory_path}) failed: {why}")
-        try:
-            summary = json.loads("".join(stdout))
-        except ValueError as exc:
-            raise RunError(f"the bench on {inventory.head} printed no result", hint="run again with --debug") from exc
-        fetch_run_dir(inventory, remote_out, out, transport=transport)
+            exec_in_head(inventory, ["orch", "driver", config_path(remote_out)], transport=transport, on_output=on_output)
+        except BaseException as exc:  # Ctrl-C / SIGTERM here: stop the driver there, then wait for its record
+            if not isinstance(exc, (KeyboardInterrupt, Interrupted)):
+                raise
+            interrupt = exc
+            signal_name = as_interrupt(exc).signal_name
+            stop = f"kill -{'TERM' if signal_name == 'SIGTERM' else 'INT'} $(cat {shlex.quote(pid_path(remote_out))})"
+            exec_in_head(inventory, ["sh", "-c", stop], transport=transport, stream=False, timeout=30)
+            _wait_for_result(transport, head, host_path(head, result_path(remote_out)), STOP_GRACE)
     finally:
-        transport.close()
-    return _relocate(summary, remote_out, out, shlex.join(["orch", *sys.argv[1:]]))
+        if view is not None:
+            view.stop()
+    got = transport.run(head.name, f"cat {shlex.quote(host_path(head, result_path(remote_out)))}", timeout=60)
+    if not got.ok:
+        if interrupt is not None:
+            raise as_interrupt(interrupt)
+        raise RunError(f"the bench driver on {inventory.head} left no result ({got.stderr.strip()[:200]})",
+                       hint="run again with --debug to see its output")
+    try:
+        result = DriverResult.from_json(got.stdout, source=f"{inventory.head}:{result_path(remote_out)}")
+    except RecordError as exc:
+        raise RunError(str(exc), hint="do the controller and the image run the same orch? (orch images build, orch deploy)") from exc
+    if interrupt is not None and result.ok:
+        raise as_interrupt(interrupt)
+    return result
+
+
+def _wait_for_result(transport, head, path: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if transport.run(head.name, f"test -f {shlex.quote(path)}", timeout=30).ok:
+            return
+        time.sleep(0.5)
+
+
+def _fetch(inventory, transport, remote_dir: str, local_dir: Path) -> None:
+    from orchestrator.deploy.remote import fetch_run_dir
+
+    fetch_run_dir(inventory, remote_dir, local_dir, transport=transport)
 
 
 def _relocate(summary: dict[str, Any], remote_out: str, out: Path, command: str) -> dict[str, Any]:

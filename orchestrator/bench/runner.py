@@ -1,86 +1,37 @@
-"""One `orch bench`: resolve inputs, start Ray and the workers, run loadgen, write the run directory.
+"""One `orch bench`: check, resolve inputs, size the run, run it (in a process of its own where
+loadgen needs one), keep or fail the run directory, assemble a submission.
 
-A run directory is built under a temporary name and renamed into place
-only when the run succeeded, with ``run.json`` written last; a failed run
-leaves ``<out>.failed-<time>`` (no run.json) and never a directory that
-looks complete. An existing run directory is replaced only with --force.
+- Everything that can be checked before Ray starts is checked first.
+- A run directory is built under a temporary name and renamed into place
+  only when complete (``orchestrator.bench.rundir``); a failed or
+  interrupted run is left as ``<out>.failed-<time>``.
+- loadgen reads one user.conf per process (a second ``FromConfig`` makes
+  the run unfit for submission), so every valid run and each part of a
+  submission runs in a fresh spawned process (``RunJob``).
+- A valid performance run that loadgen calls INVALID for its size (minimum
+  duration or query count unmet: target_qps was too low) is run again once
+  with target_qps from the rate it just measured; the first attempt is
+  kept beside it and run.json says so.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import hashlib
-import json
-import os
-import re
 import shutil
-import time
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from orchestrator import __version__
-from orchestrator.bench import cluster, config as cfg
-from orchestrator.bench.dispatcher import Dispatcher
-from orchestrator.bench.harness import read_summary, run_loadgen
-from orchestrator.bench.view import Progress
-from orchestrator.errors import InputError, RunError
+from orchestrator.bench import calibration
+from orchestrator.bench import config as cfg
+from orchestrator.bench.placement import placement_for
+from orchestrator.bench.rundir import RunDir
+from orchestrator.bench.session import Session, as_interrupt, layout_of
+from orchestrator.errors import Interrupted, OrchError, RunError
+from orchestrator.records import BenchConfig, Faults, Rerun, RunJob, RunRecord, TargetQps
 
-RUN_FILE = "run.json"
-
-
-@dataclasses.dataclass
-class Inputs:
-    """Model, vocab and data set actually used, with the QSL's lengths."""
-
-    model_name: str
-    model_path: Path
-    vocab_path: Path
-    dataset_path: Path
-    model_note: str | None
-    lengths: Any  # np.ndarray, real length per sample
-    total: int
-    features_key: str = ""  # hash of data set + vocab + parameters
-
-
-def resolve_inputs(conf: cfg.BenchConfig) -> Inputs:
-    """Find the model, vocab and data set, and build (or load cached) features."""
-    from orchestrator.models.resolve import ModelChoice, resolve_model
-    from orchestrator.squad.library import load_features
-
-    if conf.cluster_nodes:
-        # On the head of a deployed cluster: what `orch deploy` shipped to every node.
-        deploy = cfg.read_deploy_json()
-        if conf.model not in (deploy["model"], deploy["model_path"]):
-            raise InputError(
-                f"--model {conf.model}: the cluster was deployed with model {deploy['model']}",
-                hint=f"run orch deploy --model {conf.model} first, or bench with --model {deploy['model']}",
-            )
-        choice = ModelChoice(
-            name=deploy["model"],
-            path=Path(deploy["model_path"]),
-            vocab_path=conf.vocab or Path(deploy["vocab_path"]),
-            dataset_path=conf.dataset or Path(deploy["dataset_path"]),
-            is_demo=deploy["model"] == "demo",
-        )
-    else:
-        choice = resolve_model(conf.model, vocab=conf.vocab, dataset=conf.dataset)
-    features = load_features(choice.dataset_path, choice.vocab_path)
-    note = None
-    if choice.is_demo:
-        from orchestrator.models.demo import DEMO_NOTE
-
-        note = DEMO_NOTE
-    return Inputs(
-        model_name=choice.name,
-        model_path=choice.path,
-        vocab_path=choice.vocab_path,
-        dataset_path=choice.dataset_path,
-        model_note=note,
-        lengths=features.lengths,
-        total=len(features),
-        features_key=features.cache_key,
-    )
+# Loadgen's unmet conditions that a larger target_qps fixes (and nothing else).
+SIZE_CONDITIONS = ("min duration satisfied", "min queries satisfied")
 
 
 def default_out(mode: str) -> Path:
@@ -89,322 +40,128 @@ def default_out(mode: str) -> Path:
     return Path("orch-runs") / f"{stamp}-{mode}"
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse an output directory that holds an earlier run, unless forced.
-
-    Raises:
-        InputError: ``out`` exists and is not empty, and ``force`` is false.
-    """
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise InputError(
-            f"--out {out} already holds an earlier run",
-            hint="choose another --out, or add --force to replace it",
-        )
-
-
-class Session:
-    """Ray and the workers, kept up across the runs of one `orch bench`."""
-
-    def __init__(self, conf: cfg.BenchConfig, inputs: Inputs, *, debug: bool = False) -> None:
-        self.conf = conf
-        self.inputs = inputs
-        self.debug = debug
-        self.actors: dict[str, Any] = {}
-        self.infos: dict[str, dict[str, Any]] = {}
-        self.slots: list[cluster.Slot] = []
-
-    def __enter__(self) -> "Session":
-        from orchestrator.bench.workers import WorkerSpec, start_workers
-
-        deploy = cfg.read_deploy_json() if self.conf.cluster_nodes else None
-        if deploy is not None:
-            me = next((n for n in deploy["nodes"] if n["name"] == deploy["node"]), None)
-            cluster.start_ray(deploy["ray_address"], debug=self.debug, node_ip=me and me["ray_ip"])
-        else:
-            cluster.start_ray(self.conf.ray_address, debug=self.debug)
-        try:
-            if deploy is not None:
-                self.slots = cluster.deployed_slots(deploy, list(self.conf.cluster_nodes), self.conf.backend, self.conf.threads)
-            elif self.conf.ray_address:
-                self.slots = cluster.cluster_slots(self.conf.nodes, self.conf.threads)
-            else:
-                self.slots = cluster.local_slots(self.conf.nodes, self.conf.threads)
-            kill = _kill_hook()
-            specs = [
-                WorkerSpec(
-                    name=s.worker,
-                    node=s.node,
-                    backend=s.backend or self.conf.backend,
-                    model_path=str(self.inputs.model_path),
-                    dataset_path=str(self.inputs.dataset_path),
-                    vocab_path=str(self.inputs.vocab_path),
-                    threads=s.threads,
-                    batch_size=self.conf.batch_size,
-                    num_cpus=s.num_cpus,
-                    num_gpus=s.num_gpus,
-                    node_id=s.node_id,
-                    kill_after_chunks=kill.get(s.worker),
-                    chunk_delay=float(os.environ.get("ORCH_TEST_CHUNK_DELAY", "0") or 0),
-                )
-                for s in self.slots
-            ]
-            self.actors = start_workers(specs)
-            self._wait_ready()
-        except BaseException:
-            cluster.stop_ray()
-            raise
-        return self
-
-    def _wait_ready(self) -> None:
-        import ray
-
-        refs = {name: actor.info.remote() for name, actor in self.actors.items()}
-        addresses = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-        for name, ref in refs.items():
-            try:
-                info = ray.get(ref, timeout=600)
-            except Exception as exc:
-                cause = exc
-                # Ray wraps the worker's own error; show the innermost message.
-                while getattr(cause, "cause", None) is not None:
-                    cause = cause.cause
-                text = str(cause).strip().splitlines()
-                line = text[-1] if text else type(cause).__name__
-                # Ray prefixes the worker's exception with its class path.
-                line = re.sub(r"^[\w.]+(Error|Exception): ", "", line)
-                raise RunError(f"worker {name} failed to start: {line}") from exc
-            info["node_ip"] = addresses.get(info.pop("node_id"), "?")
-            self.infos[name] = info
-            if info["features_key"] != self.inputs.features_key or info["samples_available"] != self.inputs.total:
-                raise RunError(
-                    f"worker {name} has other features than the driver ({info['samples_available']} samples, "
-                    f"key {info['features_key'][:12]}; driver {self.inputs.total}, {self.inputs.features_key[:12]})",
-                    hint="the nodes' data set or vocab differ: run orch deploy again",
-                )
-
-    def __exit__(self, *exc: object) -> None:
-        cluster.stop_ray()
-
-    def run(self, mode: str, out: Path, *, live: Callable[[Progress], Any] | None = None) -> dict[str, Any]:
-        """One loadgen run in ``mode`` written to ``out``; returns the run.json content."""
-        from orchestrator.bench.workers import RayExecutor
-
-        conf = self.conf
-        count = conf.sample_count(self.inputs.total, dataset=self.inputs.dataset_path)
-        target_qps = self._target_qps(count, mode)
-        out = out.resolve()
-        check_out(out, conf.force)
-        tmp = out.parent / f".{out.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        started_at = _now()
-        conf_path = tmp / "user.conf"
-        conf_path.write_text(cfg.user_conf(execution=conf.execution, count=count, target_qps=target_qps))
-
-        progress = Progress(count, [(s.worker, s.node) for s in self.slots], f"{mode} ({'TEST MODE, not valid for submission' if conf.execution == 'test' else 'valid mode'})")
-        lost: list[dict[str, Any]] = []
-        executor = RayExecutor(self.actors, return_logits=(mode == "accuracy"))
-
-        def dispatch(chunks, on_complete):
-            def done(chunk, answer, worker):
-                on_complete(chunk, answer, worker)
-                progress.chunk_done(worker, len(chunk), answer.seconds)
-
-            def lost_worker(worker, reason, requeued):
-                progress.worker_lost(worker)
-
-            return Dispatcher(
-                executor, list(self.actors), on_complete=done, on_worker_lost=lost_worker
-            ).run(chunks)
-
-        stop_view = live(progress) if live else None
-        try:
-            outcome = run_loadgen(
-                run_dir=tmp,
-                user_conf=conf_path,
-                mode=mode,
-                sample_count=count,
-                lengths=self.inputs.lengths[:count],
-                chunk_size=conf.effective_chunk_size(count, len(self.slots)),
-                dispatch=dispatch,
-            )
-        finally:
-            if stop_view:
-                stop_view()
-        if outcome.error is not None:
-            failed = _mark_failed(tmp, out)
-            err = outcome.error
-            msg = err.message if isinstance(err, RunError) else f"{type(err).__name__}: {err}"
-            raise RunError(f"the {mode} run failed: {msg}", hint=f"its logs are in {failed}") from err
-        report = outcome.report
-        summary = read_summary(tmp)
-        for name in report.lost_workers:
-            lost.append({"name": name, "node": self.infos[name]["node"], "reason": report.workers[name].lost_reason})
-
-        result: dict[str, Any] = {
-            "orch_version": __version__,
-            "command": conf.command,
-            "scenario": conf.scenario,
-            "mode": mode,
-            "execution": conf.execution,
-            "backend": conf.backend if conf.backend != "auto" else "auto",
-            "backends": sorted({s.backend or conf.backend for s in self.slots}),
-            "model": self.inputs.model_name,
-            "model_note": self.inputs.model_note,
-            "model_path": str(self.inputs.model_path),
-            "vocab_path": str(self.inputs.vocab_path),
-            "dataset_path": str(self.inputs.dataset_path),
-            "total_sample_count": self.inputs.total,
-            "count": count,
-            "target_qps": target_qps,
-            "samples_per_second": summary.samples_per_second,
-            "samples_per_second_source": "loadgen" if summary.samples_per_second is not None else None,
-            "result_valid": summary.result_valid if mode == "performance" else None,
-            "invalid_reasons": summary.invalid_reasons,
-            "loadgen_errors": summary.errors,
-            "exact_match": None,
-            "f1": None,
-            "nodes": len({s.node for s in self.slots}),
-            "per_node": self._per_node(report),
-            "lost_actors": lost,
-            "rerun_samples": report.rerun_samples,
-            "issued_samples": outcome.issued,
-            "dispatch_seconds": report.wall_seconds,
-            "started_at": started_at,
-            "finished_at": None,
-            "complete": True,
-        }
-        if mode == "accuracy":
-            result.update(self._score(tmp))
-            if result["samples_per_second"] is None and report.wall_seconds > 0:
-                result["samples_per_second"] = count / report.wall_seconds
-                result["samples_per_second_source"] = "orch (accuracy run, wall clock of the dispatch)"
-        elif summary.samples_per_second and conf.execution == "test":
-            cfg.store_calibration(self._calibration_key(), summary.samples_per_second, samples=count)
-        result["finished_at"] = _now()
-        # run.json last: its presence marks a complete run.
-        (tmp / RUN_FILE).write_text(json.dumps(result, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
-        result["run_dir"] = str(out)
-        return result
-
-    def _score(self, run_dir: Path) -> dict[str, Any]:
-        from orchestrator.squad.accuracy import score_accuracy_log, write_accuracy_txt
-        from orchestrator.squad.library import load_features
-
-        log = run_dir / "mlperf_log_accuracy.json"
-        features = load_features(self.inputs.dataset_path, self.inputs.vocab_path)
-        score = score_accuracy_log(log, features)
-        digest = hashlib.sha256(log.read_bytes()).hexdigest()
-        scored = {
-            "accuracy_examples_scored": score.examples_scored,
-            "accuracy_examples_total": score.examples_total,
-            "accuracy_log_sha256": digest,
-        }
-        if score.examples_scored == 0:
-            # No question had all its features among the samples run: no EM/F1
-            # to report (and no accuracy.txt, which would claim one).
-            return {**scored, "exact_match": None, "f1": None,
-                    "accuracy_note": "no question had all of its features in the samples run; raise --count"}
-        write_accuracy_txt(run_dir / "accuracy.txt", score, log_sha256=digest)
-        return {**scored, "exact_match": score.exact_match, "f1": score.f1}
-
-    def _per_node(self, report) -> list[dict[str, Any]]:
-        nodes: dict[str, dict[str, Any]] = {}
-        for name, stats in report.workers.items():
-            info = self.infos[name]
-            row = nodes.setdefault(
-                info["node"],
-                {
-                    "name": info["node"],
-                    "node_ip": info["node_ip"],
-                    "backend": info["backend"],
-                    "workers": [],
-                    "samples": 0,
-                    "seconds": 0.0,
-                    "device": info["device"],
-                    "facts": info["facts"],
-                },
-            )
-            row["workers"].append(name)
-            row["samples"] += stats.samples
-            row["seconds"] += stats.seconds
-        return list(nodes.values())
-
-    def _calibration_key(self) -> str:
-        return calibration_key_for(self.conf, self.inputs.model_name)
-
-    def _target_qps(self, count: int, mode: str) -> float:
-        if self.conf.target_qps:
-            return self.conf.target_qps
-        if self.conf.execution == "test":
-            return cfg.test_target_qps(count)
-        stored = cfg.load_calibration(self._calibration_key())
-        if stored is None and mode == "accuracy":
-            # An accuracy run issues every sample once whatever target_qps says.
-            return cfg.test_target_qps(count)
-        if stored is None:
-            raise InputError(
-                "a valid run needs a target QPS: none was given and none was measured for this system",
-                hint="pass --target-qps X, or first run `orch bench --execution test` with the same "
-                "--nodes/--backend/--model/--batch-size to measure it",
-            )
-        return stored
-
-
-def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[str, Any]:
-    """Run `orch bench` as configured; returns the summary (run.json content + run_dir).
-
-    In submission mode, runs accuracy then performance into ``<out>/accuracy``
-    and ``<out>/performance``, each in a fresh process (loadgen counts
-    ``FromConfig`` calls per process, and a second one makes the run unfit
-    for submission), then assembles the tree in ``<out>/submission``.
+def run_bench(
+    conf: BenchConfig, *, debug: bool = False, live: Callable | None = None, faults: Faults | None = None
+) -> dict[str, Any]:
+    """Run `orch bench` as configured; returns the summary (run.json's record + run_dir, or the submission's).
 
     Args:
         conf: the run as asked for.
         debug: show Ray's logs.
         live: a picklable factory ``live(progress) -> stop`` for the live view.
-    """
-    if conf.nodes is None:
-        conf = dataclasses.replace(conf, nodes=len(conf.cluster_nodes) if conf.cluster_nodes else 1)
-    conf.check()
-    inputs = resolve_inputs(conf)
-    out = (conf.out or default_out(conf.mode)).resolve()
-    check_out(out, conf.force)
-    conf.sample_count(inputs.total, dataset=inputs.dataset_path)  # fail on --count before Ray starts
-    if conf.execution == "valid" and conf.mode != "accuracy" and not conf.target_qps:
-        if cfg.load_calibration(calibration_key_for(conf, inputs.model_name)) is None:
-            _calibrate(conf, inputs, debug=debug, live=live)
-    if conf.mode != "submission":
-        with Session(conf, inputs, debug=debug) as session:
-            return session.run(conf.mode, out, live=live)
+        faults: test faults injected into the workers.
 
+    Raises:
+        InputError: bad input (before Ray starts).
+        Interrupted: Ctrl-C / SIGTERM; the run is left as ``<out>.failed-<time>``.
+        RunError: the run failed; likewise.
+    """
+    from orchestrator.backends.base import check_backend
+
+    if conf.nodes is None:
+        conf = conf.replace(nodes=len(conf.cluster_nodes) if conf.cluster_nodes else 1)
+    cfg.check(conf)
+    placement = placement_for(conf)
+    if conf.backend != "auto":
+        check_backend(conf.backend, installed=placement.kind == "local")
+    inputs = placement.resolve_inputs()
+    cfg.sample_count(conf, inputs.total, dataset=inputs.dataset_path, mode="performance")  # --count vs the data set
+    out = (conf.out or default_out(conf.mode)).absolute()
+    conf = conf.replace(out=out)
+    rundir = RunDir(out, kind="submission-run" if conf.mode == "submission" else "run", force=conf.force,
+                    command=conf.command)
+    rundir.create()
+    load_before = calibration.load_average()
+    job = RunJob(conf=conf, mode="performance", run_dir=str(rundir.path), load_before=load_before, debug=debug,
+                 faults=faults or Faults())
+    try:
+        if conf.mode == "submission":
+            summary = _submission(job, inputs, placement, live)
+        else:
+            summary = _single(job, inputs, placement, live)
+    except BaseException as exc:
+        interrupt = isinstance(exc, (KeyboardInterrupt, Interrupted))
+        reason = str(as_interrupt(exc)) if interrupt else (str(exc) if isinstance(exc, OrchError) else f"{type(exc).__name__}: {exc}")
+        failed = rundir.fail(reason)
+        if interrupt:
+            stopped = as_interrupt(exc)
+            raise Interrupted(f"{stopped.message}: the run was stopped", signal_name=stopped.signal_name,
+                              hint=f"what it wrote is in {failed}") from exc
+        if isinstance(exc, OrchError):
+            exc.hint = (f"{exc.hint}; " if exc.hint else "") + f"what it wrote is in {failed}"
+        raise
+    partial = rundir.path
+    return _moved(summary, partial, rundir.commit())
+
+
+def _moved(summary: dict[str, Any], partial_path: Path, final: Path) -> dict[str, Any]:
+    """Point the summary's paths from the partial folder at the committed one."""
+    partial = str(partial_path)
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(partial):
+            return str(final) + value[len(partial):]
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        return value
+
+    return fix(summary)
+
+
+def _single(job: RunJob, inputs, placement, live) -> dict[str, Any]:
+    """A performance or an accuracy run (valid performance runs: sized, maybe re-run, each in its own process)."""
+    conf = job.conf
+    mode = conf.mode
+    if conf.execution == "test" or mode == "accuracy":
+        target = _fixed_target(conf, inputs, mode)
+        record = _execute(job.model_copy(update={"mode": mode, "target": target}), inputs=inputs, placement=placement,
+                          live=live)
+        return _summary(record, Path(job.run_dir))
+    record = _valid_performance(job, inputs, placement, live, Path(job.run_dir))
+    return _summary(record, Path(job.run_dir))
+
+
+def _submission(job: RunJob, inputs, placement, live) -> dict[str, Any]:
+    """Accuracy (whole data set) then performance, each in its own process, then the submission tree."""
     from orchestrator.submission import assemble
 
-    if out.exists() and conf.force:
-        shutil.rmtree(out)
-    runs = [
-        _run_in_child(dataclasses.replace(conf, mode=mode, out=out / mode), debug=debug, live=live)
-        for mode in ("accuracy", "performance")
-    ]
+    conf = job.conf
+    top = Path(job.run_dir)
+    acc_dir = top / "accuracy"
+    acc_dir.mkdir()
+    acc_job = job.model_copy(update={"mode": "accuracy", "run_dir": str(acc_dir), "target": _fixed_target(conf, inputs, "accuracy")})
+    acc = _in_child(acc_job, live)
+    perf_dir = top / "performance"
+    if conf.execution == "valid":
+        perf = _valid_performance(job, inputs, placement, live, perf_dir)
+    else:
+        perf_dir.mkdir()
+        perf = _in_child(job.model_copy(update={"run_dir": str(perf_dir), "target": _fixed_target(conf, inputs, "performance")}), live)
+    system_name = conf.system_name or placement.default_system_name()
     built = assemble(
-        [Path(r["run_dir"]) for r in runs],
-        out=out / "submission",
+        [acc_dir, perf_dir],
+        out=top / "submission",
         submitter=conf.submitter or "",
-        system_name=conf.system_name or _system_name(conf),
+        system_name=system_name,
         division=conf.division,
         system_meta=conf.system_meta,
-        allow_invalid=conf.execution == "test",
+        allow_invalid=conf.allow_invalid or conf.execution == "test",
         command=conf.command,
     )
+    out = Path(str(conf.out))
+    submit = ["orch", "submit", str(out), "--submitter", conf.submitter or "", "--system-name", system_name,
+              "--out", str(out / "submission"), "--force"]
+    if not built.valid:
+        submit.insert(-1, "--allow-invalid")
+    import shlex
+
     return {
         "mode": "submission",
         "execution": conf.execution,
-        "runs": runs,
-        "out": str(out),
+        "out": str(top),
+        "runs": [_summary(acc, acc_dir), _summary(perf, perf_dir)],
         "submission": {
             "tarball": str(built.tarball),
             "tree": str(built.tree_root),
@@ -412,93 +169,151 @@ def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[
             "summary_json": str(built.summary_json),
             "valid": built.valid,
             "invalid_reasons": list(built.invalid_reasons),
+            "submit_command": shlex.join(submit),
         },
     }
 
 
-def calibration_key_for(conf: cfg.BenchConfig, model_name: str) -> str:
-    """Where this system's measured throughput is stored (same nodes, backend, model, batch)."""
-    if conf.cluster_nodes:
-        system = cfg.read_deploy_json()["cluster"] + ":" + ",".join(conf.cluster_nodes)
-    else:
-        system = conf.ray_address or cfg.local_system_name()
-    return cfg.calibration_key(system, conf.backend, model_name, conf.nodes, conf.batch_size)
+def _summary(record: RunRecord, run_dir: Path) -> dict[str, Any]:
+    return {**record.to_dict(), "run_dir": str(run_dir)}
 
 
-def _calibrate(conf: cfg.BenchConfig, inputs: Inputs, *, debug: bool, live) -> None:
-    """A short test-mode performance run that measures and stores this system's samples/s.
+def _fixed_target(conf: BenchConfig, inputs, mode: str) -> TargetQps:
+    """target_qps where the query's size does not depend on it (test mode, accuracy runs)."""
+    if conf.target_qps:
+        return TargetQps(value=conf.target_qps, source="flag")
+    if mode == "accuracy":
+        # An accuracy run issues every sample once whatever target_qps says.
+        count = cfg.sample_count(conf, inputs.total, dataset=inputs.dataset_path, mode=mode)
+        return TargetQps(value=cfg.test_target_qps(count), source="accuracy", detail="an accuracy run issues each sample once")
+    count = cfg.sample_count(conf, inputs.total, dataset=inputs.dataset_path, mode=mode)
+    return TargetQps(value=cfg.test_target_qps(count), source="test-sizing",
+                     detail=f"keeps the test query at {count} samples")
 
-    Run in its own process so the valid run's process calls FromConfig once.
-    """
-    import tempfile
 
-    count = min(inputs.total, cfg.CALIBRATION_COUNT)
+def _valid_target(job: RunJob, inputs, placement, live) -> TargetQps:
+    """target_qps of a valid performance run: the flag, a fitting calibration, or a calibration run now."""
+    conf = job.conf
+    if conf.target_qps:
+        return TargetQps(value=conf.target_qps, source="flag", detail="--target-qps")
+    layout = layout_of(conf, inputs)
+    cal = calibration.load(placement.system, layout, inputs.features_key)
+    if cal is None:
+        rate, note = _calibrate(job, inputs, live)
+        cal = calibration.load(placement.system, layout, inputs.features_key)
+        if cal is None:  # measured, but not fit to keep (busy machine): used once, and said so
+            return TargetQps(value=rate * calibration.MARGIN, source="calibration",
+                             detail=f"{calibration.MARGIN:g} x {rate:.2f} samples/s from a calibration run just made ({note})")
+    return TargetQps(value=calibration.target_qps(cal), source="calibration", detail=calibration.describe(cal))
+
+
+def _calibrate(job: RunJob, inputs, live) -> tuple[float, str]:
+    """A short test-mode performance run, in its own process, that measures samples/s (and stores it when fit)."""
+    count = min(inputs.total, max(calibration.CALIBRATION_SAMPLES, calibration.MIN_SAMPLES))
+    conf = job.conf.replace(mode="performance", execution="test", count=count, target_qps=None, out=None)
     with tempfile.TemporaryDirectory(prefix="orch-calibration-") as tmp:
-        probe = dataclasses.replace(
-            conf, mode="performance", execution="test", count=count, out=Path(tmp) / "run", force=True, target_qps=None
-        )
-        result = _run_in_child(probe, debug=debug, live=live)
-    if not result.get("samples_per_second"):
+        probe = job.model_copy(update={"conf": conf, "mode": "performance", "run_dir": tmp,
+                                       "target": _fixed_target(conf, inputs, "performance")})
+        record = _in_child(probe, live)
+    if not record.samples_per_second:
         raise RunError("the calibration run measured no throughput", hint="pass --target-qps X")
+    return record.samples_per_second, record.calibration_stored or ""
 
 
-def _run_in_child(conf: cfg.BenchConfig, *, debug: bool, live) -> dict[str, Any]:
-    """``run_bench`` for one mode in a fresh (spawned) process; its errors re-raised here."""
+def _valid_performance(job: RunJob, inputs, placement, live, run_dir: Path) -> RunRecord:
+    """A valid performance run into ``run_dir`` (made here); re-run once if loadgen says it was too short."""
+    target = _valid_target(job, inputs, placement, live)
+    run_dir.mkdir(exist_ok=True)
+    perf_job = job.model_copy(update={"mode": "performance", "run_dir": str(run_dir), "target": target})
+    record = _in_child(perf_job, live)
+    unmet = [r.lower() for r in record.invalid_reasons]
+    if record.result_valid is not False or job.conf.is_rerun or not unmet or any(u not in SIZE_CONDITIONS for u in unmet):
+        return record
+    # The query was too small for 600 s: target_qps was too low. Keep this attempt, size again from it.
+    first = run_dir.parent / f"{run_dir.name}-first-attempt"
+    if run_dir == Path(job.run_dir):  # the top-level folder itself: keep the attempt inside it
+        first = run_dir / "first-attempt"
+        first.mkdir()
+        for item in list(run_dir.iterdir()):
+            if item.name not in ("first-attempt", ".orch-run.json"):
+                item.rename(first / item.name)
+    else:
+        run_dir.rename(first)
+        run_dir.mkdir()
+    measured = record.samples_per_second or target.value
+    new_target = measured * calibration.MARGIN
+    rerun = Rerun(
+        first_result="INVALID (" + ", ".join(f"{u}: no" for u in unmet) + ")",
+        first_samples_per_second=record.samples_per_second,
+        first_target_qps=target.value,
+        first_seconds=round(record.issued_samples / measured, 1) if measured else 0.0,
+        new_target_qps=new_target,
+        first_run_dir=str(first),
+    )
+    again = perf_job.model_copy(update={
+        "conf": job.conf.replace(is_rerun=True),
+        "target": TargetQps(value=new_target, source="rerun",
+                            detail=f"{calibration.MARGIN:g} x {measured:.2f} samples/s measured by the first attempt"),
+        "rerun": rerun,
+    })  # fmt: skip
+    return _in_child(again, live)
+
+
+# --- running one loadgen run, here or in a process of its own ------------------------------
+
+
+def _execute(job: RunJob, *, inputs=None, placement=None, live=None) -> RunRecord:
+    """Run ``job`` in this process: start Ray and the workers, run loadgen, write run.json."""
+    placement = placement or placement_for(job.conf)
+    inputs = inputs or placement.resolve_inputs()
+    with Session(job.conf, inputs, placement, debug=job.debug, faults=job.faults) as session:
+        return session.run(job.mode, Path(job.run_dir), job.target, live=live, load_before=job.load_before,
+                           rerun=job.rerun)
+
+
+def _in_child(job: RunJob, live) -> RunRecord:
+    """``_execute`` in a fresh spawned process; its error (type, message, hint) raised here.
+
+    The child runs in a process group of its own, and this process forwards
+    SIGINT / SIGTERM to it exactly once per signal: it then stops in order
+    (loadgen finishes its query, Ray goes down) and answers; this waits for
+    that answer before it lets the interrupt go on.
+    """
     import multiprocessing
+    import os
+    import signal
+
+    from orchestrator.bench.child import child_main, error_from
 
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child_main, args=(conf, debug, live, send), name=f"orch-bench-{conf.mode}")
+    child = ctx.Process(target=child_main, args=(job.to_json(), live, send), name=f"orch-bench-{job.mode}")
     child.start()
     send.close()
-    try:
-        message = receive.recv()
-    except EOFError:
-        message = ("error", f"the {conf.mode} run's process died (exit code {child.join() or child.exitcode})")
-    child.join()
+    interrupt: BaseException | None = None
+    message = None
+    while message is None:
+        try:
+            if receive.poll(0.2):
+                message = receive.recv()
+            elif not child.is_alive():
+                child.join()
+                message = ("error", {"type": "RunError", "message": f"the {job.mode} run's process died (exit code {child.exitcode})"})
+        except EOFError:
+            child.join()
+            message = ("error", {"type": "RunError", "message": f"the {job.mode} run's process died (exit code {child.exitcode})"})
+        except BaseException as exc:  # KeyboardInterrupt, SIGTERM
+            if interrupt is not None:
+                child.kill()
+                raise
+            interrupt = exc
+            stopped = as_interrupt(exc)
+            os.kill(child.pid, signal.SIGTERM if stopped.signal_name == "SIGTERM" else signal.SIGINT)
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+    if interrupt is not None:
+        raise as_interrupt(interrupt)
     if message[0] == "ok":
-        return message[1]
-    raise RunError(message[1])
-
-
-def _child_main(conf: cfg.BenchConfig, debug: bool, live, send) -> None:
-    from orchestrator.errors import OrchError
-
-    try:
-        send.send(("ok", run_bench(conf, debug=debug, live=live)))
-    except OrchError as exc:
-        send.send(("error", str(exc)))
-    except BaseException as exc:  # noqa: BLE001 - handed to the parent as one line
-        import traceback
-
-        if debug:
-            traceback.print_exc()
-        send.send(("error", f"internal error in the {conf.mode} run: {type(exc).__name__}: {exc}"))
-    finally:
-        send.close()
-
-
-def _system_name(conf: cfg.BenchConfig) -> str:
-    if conf.cluster_nodes:
-        return f"{cfg.read_deploy_json()['cluster']}_{conf.nodes}node_{conf.backend}"
-    return cfg.default_system_name(conf.backend, conf.nodes)
-
-
-def _kill_hook() -> dict[str, int]:
-    """Test hook ORCH_TEST_KILL_WORKER="worker:chunks[,worker:chunks]": that worker dies after N chunks."""
-    spec = os.environ.get("ORCH_TEST_KILL_WORKER", "")
-    hooks = {}
-    for part in filter(None, spec.split(",")):
-        name, _, after = part.partition(":")
-        hooks[name] = int(after or 0)
-    return hooks
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _mark_failed(tmp: Path, out: Path) -> Path:
-    failed = out.parent / f"{out.name}.failed-{int(time.time())}"
-    tmp.rename(failed)
-    return failed
+        return RunRecord.from_json(message[1], source=f"the {job.mode} run's answer")
+    raise error_from(message[1])

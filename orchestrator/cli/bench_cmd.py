@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from orchestrator.cli import app, state
 
@@ -22,41 +21,45 @@ def bench(
     nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes to run on (default: 1 locally, every capable node of --inventory); locally, N workers sharing this machine's CPUs."),
     backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime | onnxruntime-cuda | deepsparse | auto (each node's profile; default with --inventory, else onnxruntime)."),
     inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help="Run on the cluster `orch deploy` set up from this inventory."),
+    trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="With --inventory: add the host key of a node missing from known_hosts (and say so)."),
     scenario: str = typer.Option("Offline", "--scenario", help="MLPerf scenario (Offline)."),
     mode: str = typer.Option("performance", "--mode", help="performance | accuracy | submission (accuracy then performance, then the submission tree)."),
     execution: str = typer.Option("test", "--execution", help="test (short, --count samples, never valid) | valid (official rules: 600 s, 10,833 samples)."),
-    count: Optional[int] = typer.Option(None, "--count", help="Samples in test mode (default: the whole data set, at most 1024)."),
+    count: Optional[int] = typer.Option(None, "--count", help="Test mode: samples of the performance run (default: the data set, at most 1024). Accuracy runs cover the whole data set."),
+    partial_accuracy: bool = typer.Option(False, "--partial-accuracy", help="Accuracy on --count samples only, marked PARTIAL everywhere (never a submission's)."),
     model: str = typer.Option("demo", "--model", help="demo | bert-large | bert-large-int8 | PATH to an ONNX file."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="SQuAD v1.1 JSON (default: the model's)."),
     vocab: Optional[Path] = typer.Option(None, "--vocab", help="BERT vocab.txt (default: the model's)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Inference threads per worker (default: its share of the CPUs)."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Samples per dispatched chunk (default: 4 batches)."),
-    target_qps: Optional[float] = typer.Option(None, "--target-qps", help="Expected samples/s (default: measured by the last test run on this system)."),
+    target_qps: Optional[float] = typer.Option(None, "--target-qps", help="Expected samples/s of a valid run (default: measured, see README)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: ./orch-runs/<time>-<mode>)."),
-    force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier orch run in --out (never a folder orch did not make)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join a running Ray cluster instead of starting one here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
     submitter: Optional[str] = typer.Option(None, "--submitter", help="Submission mode: the submitting organisation."),
-    system_name: Optional[str] = typer.Option(None, "--system-name", help="Submission mode: the system's name (default: <host>_<N>node_<backend>)."),
+    system_name: Optional[str] = typer.Option(None, "--system-name", help="Submission mode: the system's name (default: <host>_<backend>, or <cluster>_<N>node_<backend>)."),
     division: str = typer.Option("open", "--division", help="Submission mode: open (closed needs compliance runs)."),
     system_meta: Optional[Path] = typer.Option(None, "--system-meta", help="Submission mode: YAML overriding system description fields."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Ray's logs."),
-    cluster_nodes: Optional[str] = typer.Option(None, "--cluster-nodes", hidden=True, help="(internal) on a deployed head: the nodes to use."),
-    progress: Optional[str] = typer.Option(None, "--progress", hidden=True, help="(internal) jsonl: progress as JSON lines on stderr."),
+    allow_invalid: bool = typer.Option(False, "--allow-invalid", help="Submission mode: package an INVALID run anyway, marked invalid everywhere (test runs always are)."),
 ) -> None:
     """Run MLPerf BERT-99 Offline: one loadgen SUT, the query sharded over Ray workers."""
-    from orchestrator.bench.config import BenchConfig
-    from orchestrator.bench.runner import run_bench
-    from orchestrator.bench.view import jsonl_view, live_view
+    from orchestrator.records import BenchConfig
 
+    meta = None
+    if system_meta is not None:
+        from orchestrator.submission.system_desc import load_system_meta
+
+        meta = load_system_meta(system_meta.expanduser())
     conf = BenchConfig(
         nodes=nodes,
         backend=backend or ("auto" if inventory else "onnxruntime"),
         scenario=scenario,
-        mode=mode,
-        execution=execution,
+        mode=_choice("--mode", mode, ("performance", "accuracy", "submission")),
+        execution=_choice("--execution", execution, ("test", "valid")),
         count=count,
+        partial_accuracy=partial_accuracy,
         model=model,
         dataset=dataset.expanduser().resolve() if dataset else None,
         vocab=vocab.expanduser().resolve() if vocab else None,
@@ -64,45 +67,66 @@ def bench(
         threads=threads,
         chunk_size=chunk_size,
         target_qps=target_qps,
-        out=out,
+        out=out.expanduser().absolute() if out else None,
         force=force,
         ray_address=ray_address,
         command=shlex.join(["orch", *sys.argv[1:]]),
         submitter=submitter,
         system_name=system_name,
         division=division,
-        system_meta=system_meta.expanduser().resolve() if system_meta else None,
-        cluster_nodes=tuple(cluster_nodes.split(",")) if cluster_nodes else None,
+        system_meta=meta,
+        system_meta_source=str(system_meta) if system_meta else None,
+        allow_invalid=allow_invalid,
     )
-    live = functools.partial(jsonl_view if progress == "jsonl" else live_view, **({} if progress == "jsonl" else {"transient": as_json}))
     if inventory is not None:
         from orchestrator.bench.on_cluster import run_on_inventory
 
-        summary = run_on_inventory(conf, inventory, live=True, debug=state.debug or debug)
+        summary = run_on_inventory(conf, inventory, live=not as_json, debug=state.debug,
+                                   trust_new_hosts=trust_new_hosts, faults=state.faults)
         _print(summary, as_json)
         return
+    if trust_new_hosts:
+        from orchestrator.errors import InputError
+
+        raise InputError("--trust-new-hosts is for --inventory (the nodes' SSH host keys)")
+    from orchestrator.bench.runner import run_bench
+    from orchestrator.bench.view import live_view
+
+    live = functools.partial(live_view)
     if as_json:
         # Ray's raylet and loadgen may write to fd 1: keep stdout for the JSON alone.
         with _stdout_to_stderr():
-            summary = run_bench(conf, debug=state.debug or debug, live=live)
+            summary = run_bench(conf, debug=state.debug, live=live, faults=state.faults)
     else:
-        summary = run_bench(conf, debug=state.debug or debug, live=live)
+        summary = run_bench(conf, debug=state.debug, live=live, faults=state.faults)
     _print(summary, as_json)
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        from orchestrator.errors import InputError
+
+        raise InputError(f"{flag} {value!r} is unknown", hint=f"choose one of: {', '.join(allowed)}")
+    return value
+
+
+@app.command("driver", hidden=True)
+def driver(config: Path = typer.Argument(..., help="(internal) the DriverConfig record the controller wrote.")) -> None:
+    """(internal) The bench driver on the head of a deployed cluster: reads its configuration
+    record, runs, and prints one DriverResult record on stdout (errors included)."""
+    from orchestrator.bench.driver import drive
+
+    code = drive(config)
+    raise typer.Exit(code)
 
 
 def _print(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(_json_view(summary), indent=2))
         return
-    from orchestrator.bench.view import results_table
+    from orchestrator.bench.view import print_summary
 
-    console = Console()
-    for run in summary.get("runs", [summary]):
-        console.print(results_table(run))
-    if "submission" in summary:
-        sub = summary["submission"]
-        verdict = "valid" if sub["valid"] else "NOT valid (" + "; ".join(sub["invalid_reasons"]) + ")"
-        console.print(f"submission: {sub['tarball']} ({verdict})")
+    print_summary(summary)
 
 
 @contextlib.contextmanager
@@ -119,7 +143,7 @@ def _stdout_to_stderr():
 
 
 def _json_view(summary: dict) -> dict:
-    """The --json object: run.json minus the bulky per-node facts."""
+    """The --json object: the run records minus the bulky per-node facts."""
 
     def slim(run: dict) -> dict:
         view = dict(run)

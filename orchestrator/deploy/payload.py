@@ -194,31 +194,26 @@ def files_to_send(node: Node, payload: Payload, manifest_text: str, sizes_text: 
 
 
 def deploy_json(inventory: Inventory, node: Node, payload: Payload, ray_ips: dict[str, str]) -> dict[str, Any]:
-    """What the bench inside a container reads from ``/data/deploy.json``."""
-    return {
-        "cluster": inventory.cluster,
-        "node": node.name,
-        "head": inventory.head,
-        "model": payload.model,
-        "model_path": payload.container_path(payload.model_file),
-        "vocab_path": payload.container_path(payload.vocab_file),
-        "dataset_path": payload.container_path(payload.dataset_file),
-        "cache_dir": payload.container_path("cache"),
-        "ray_address": f"{ray_ips.get(inventory.head, '')}:{inventory.ray.port}",
-        "nodes": [
-            {
-                "name": n.name,
-                # False for a node left out (--skip-unreachable): the bench must not count on it.
-                "deployed": n.name in ray_ips,
-                "ray_ip": ray_ips.get(n.name),
-                "profile": n.profile,
-                "gpus": n.gpus,
-                "cpus": n.cpus,
-                "labels": dict(n.labels),
-            }
+    """What the bench inside a container reads from ``/data/deploy.json`` (a ``DeployRecord``)."""
+    from orchestrator.records import DeployedNode, DeployRecord
+
+    return DeployRecord(
+        cluster=inventory.cluster,
+        node=node.name,
+        head=inventory.head,
+        model=payload.model,
+        model_path=payload.container_path(payload.model_file),
+        vocab_path=payload.container_path(payload.vocab_file),
+        dataset_path=payload.container_path(payload.dataset_file),
+        cache_dir=payload.container_path("cache"),
+        ray_address=f"{ray_ips.get(inventory.head, '')}:{inventory.ray.port}",
+        # ray_ip None: a node left out (--skip-unreachable), the bench must not count on it.
+        nodes=[
+            DeployedNode(name=n.name, ray_ip=ray_ips.get(n.name), profile=n.profile, gpus=n.gpus, cpus=n.cpus,
+                         labels=dict(n.labels))
             for n in inventory.nodes
         ],
-    }
+    ).to_dict()
 
 
 def ship_payload(

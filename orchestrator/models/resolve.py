@@ -97,6 +97,9 @@ def resolve_model(spec: str, *, vocab: Path | None = None, dataset: Path | None 
             )
         if path.suffix.lower() != ".onnx":
             raise ModelError(f"--model {path} is not an .onnx file", hint="give the path to an ONNX model")
+        from orchestrator.models.interface import check_model_file
+
+        check_model_file(path)  # before the vocab and data set: the model is what was named
         name = path.stem
     vocab_path = _given(vocab, "--vocab", DatasetError) if vocab else _fetched("vocab", "vocabulary (--vocab)")
     dataset_path = _given(dataset, "--dataset", DatasetError) if dataset else _fetched("squad-dev", "SQuAD dev set (--dataset)")

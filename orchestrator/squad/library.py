@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from orchestrator.errors import DatasetError
+from orchestrator.fileio import atomic_write, cached_sha256, sha256_file
 from orchestrator.paths import cache_subdir
 
 MAX_SEQ_LENGTH = 384
@@ -41,7 +40,8 @@ class SquadFeatures:
             int64 per batch.
         lengths: np.int32 (N,), real unpadded length of each feature.
         dataset_path, vocab_path: absolute paths they were built from.
-        cache_key: hex sha256 naming the cache files.
+        cache_key: hex sha256 naming the cache files (data set, vocab, parameters).
+        dataset_sha256: the data set file's sha256.
     """
 
     def __init__(
@@ -53,6 +53,7 @@ class SquadFeatures:
         cache_key: str,
         bookkeeping_path: Path,
         params: dict,
+        dataset_sha256: str = "",
     ) -> None:
         self.input_ids = arrays["input_ids"]
         self.input_mask = arrays["input_mask"]
@@ -61,6 +62,7 @@ class SquadFeatures:
         self.dataset_path = dataset_path
         self.vocab_path = vocab_path
         self.cache_key = cache_key
+        self.dataset_sha256 = dataset_sha256
         self.params = params
         self._bookkeeping_path = bookkeeping_path
         self._bookkeeping: dict | None = None
@@ -97,19 +99,11 @@ class SquadFeatures:
         return self._load_bookkeeping()["infos"]
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def feature_cache_key(dataset_path: Path, vocab_path: Path, params: dict) -> str:
+def feature_cache_key(dataset_path: Path, vocab_path: Path, params: dict, *, dataset_sha256: str | None = None) -> str:
     """The cache key: sha256 over data set bytes, vocab bytes, parameters and format version."""
     payload = {
-        "dataset_sha256": _sha256_file(dataset_path),
-        "vocab_sha256": _sha256_file(vocab_path),
+        "dataset_sha256": dataset_sha256 or sha256_file(dataset_path),
+        "vocab_sha256": sha256_file(vocab_path),
         "params": params,
         "tokenizer": _TOKENIZER_ID,
         "format_version": FORMAT_VERSION,
@@ -117,16 +111,6 @@ def feature_cache_key(dataset_path: Path, vocab_path: Path, params: dict) -> str
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared by users of one node
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _build_and_store(dataset_path: Path, vocab_path: Path, params: dict, npz_path: Path) -> dict[str, np.ndarray]:
@@ -145,8 +129,8 @@ def _build_and_store(dataset_path: Path, vocab_path: Path, params: dict, npz_pat
     }
     # Bookkeeping first, arrays last: the .npz is what marks a cache hit.
     bookkeeping = {"examples": examples, "infos": built.infos}
-    _atomic_write(npz_path.with_suffix(".pkl"), lambda f: pickle.dump(bookkeeping, f, protocol=pickle.HIGHEST_PROTOCOL))
-    _atomic_write(npz_path, lambda f: np.savez(f, **arrays))
+    atomic_write(npz_path.with_suffix(".pkl"), lambda f: pickle.dump(bookkeeping, f, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write(npz_path, lambda f: np.savez(f, **arrays))
     return arrays
 
 
@@ -194,7 +178,8 @@ def load_features(
         load_squad_json(dataset_path)  # raises the one-line "does not exist" error
     validate_vocab(vocab_path)
 
-    key = feature_cache_key(dataset_path, vocab_path, params)
+    dataset_sha256 = cached_sha256(dataset_path)
+    key = feature_cache_key(dataset_path, vocab_path, params, dataset_sha256=dataset_sha256)
     folder = Path(cache_dir) if cache_dir is not None else cache_subdir("features")
     folder.mkdir(parents=True, exist_ok=True)
     npz_path = folder / f"{key}.npz"
@@ -214,4 +199,5 @@ def load_features(
         cache_key=key,
         bookkeeping_path=npz_path.with_suffix(".pkl"),
         params=params,
+        dataset_sha256=dataset_sha256,
     )

@@ -39,77 +39,41 @@ OFFICIAL_SEEDS = {
     "effective_schedule_rng_seed": 16159082839903944936,
 }
 
-SUMMARY = "mlperf_log_summary.txt"
-DETAIL = "mlperf_log_detail.txt"
-ACCURACY_LOG = "mlperf_log_accuracy.json"
+from orchestrator.loadgen_log import ACCURACY_LOG, DETAIL, SUMMARY, LoadgenLog, LoadgenLogError, read_logs
+from orchestrator.records import RecordError, RunRecord, read_record
+
 # Files every run directory must hold (user.conf: the one the run used).
 RUN_FILES = (SUMMARY, DETAIL, "user.conf")
 
 
 @dataclass
-class DetailLog:
-    """The parts of ``mlperf_log_detail.txt`` orch needs.
-
-    Attributes:
-        values: key -> value of every ``:::MLLOG`` entry (the first one wins, as in the checker).
-        errors: the ``value`` of every entry loadgen flagged as an error.
-    """
-
-    values: dict[str, Any] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
 class Run:
-    """One run directory with its run.json and parsed loadgen logs.
+    """One run directory with its run.json record and parsed loadgen logs.
 
     Attributes:
         path: the run directory.
-        meta: run.json.
-        detail: the parsed detail log.
-        summary: the text of mlperf_log_summary.txt.
+        record: run.json.
+        meta: run.json as plain data (for the writers of the tree).
+        log: the loadgen logs, read by the one reader run.json was written with.
         reasons: why this run is not a valid MLPerf result (empty when it is).
     """
 
     path: Path
-    meta: dict[str, Any]
-    detail: DetailLog
-    summary: str
+    record: RunRecord
+    log: LoadgenLog
     reasons: list[str] = field(default_factory=list)
 
     @property
+    def meta(self) -> dict[str, Any]:
+        return self.record.model_dump(mode="json")
+
+    @property
     def mode(self) -> str:
-        return str(self.meta.get("mode"))
+        return self.record.mode
 
-
-def parse_detail_log(path: Path) -> DetailLog:
-    """Parse loadgen's ``mlperf_log_detail.txt``.
-
-    Errors are entries whose metadata says ``is_error`` or whose key starts
-    with ``error`` (loadgen 6.0.17 writes e.g. ``error_invalid_config``).
-
-    Raises:
-        SubmissionError: the file is missing or not a loadgen detail log.
-    """
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise SubmissionError(f"{path}: cannot read ({exc.strerror})", hint="is this a complete orch run directory?") from exc
-    log = DetailLog()
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.startswith(":::MLLOG "):
-            continue
-        try:
-            entry = json.loads(line[len(":::MLLOG ") :])
-        except json.JSONDecodeError as exc:
-            raise SubmissionError(f"{path}:{number}: not a loadgen log line ({exc.msg})") from exc
-        key = str(entry.get("key", ""))
-        log.values.setdefault(key, entry.get("value"))  # the first one wins, as in the checker
-        if entry.get("metadata", {}).get("is_error") or key.startswith("error"):
-            log.errors.append(f"{key}: {entry.get('value')}")
-    if not log.values:
-        raise SubmissionError(f"{path}: no loadgen entries found", hint="is this a loadgen mlperf_log_detail.txt?")
-    return log
+    @property
+    def summary(self) -> str:
+        return self.log.summary
 
 
 def load_run(path: Path) -> Run:
@@ -117,30 +81,48 @@ def load_run(path: Path) -> Run:
 
     Raises:
         SubmissionError: not a directory, no run.json (an incomplete run),
-            unreadable run.json, or a loadgen log missing.
+            a run.json this orch cannot read, or a loadgen log missing.
     """
     path = Path(path)
     if not path.is_dir():
         raise SubmissionError(f"{path}: not a directory", hint="give run directories written by orch bench")
     run_json = path / "run.json"
     if not run_json.is_file():
+        failed = path.name.rsplit(".failed-", 1)[0] != path.name
         raise SubmissionError(
-            f"{path}: no run.json, so the run is incomplete (orch bench writes it last)",
-            hint="run the benchmark again; an interrupted run cannot be submitted",
+            f"{path}: no run.json, so the run is incomplete (orch bench writes it last)"
+            + (" (it is a failed run's folder)" if failed else ""),
+            hint="run the benchmark again; an interrupted or failed run cannot be submitted",
         )
     try:
-        meta = json.loads(run_json.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SubmissionError(f"{run_json}: unreadable ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("mode") not in ("performance", "accuracy"):
-        raise SubmissionError(f"{run_json}: \"mode\" must be \"performance\" or \"accuracy\"")
-    if meta.get("complete") is not True:
-        raise SubmissionError(f"{run_json}: \"complete\" is not true", hint="run the benchmark again")
+        record = read_record(RunRecord, run_json)
+    except RecordError as exc:
+        raise SubmissionError(str(exc), hint=exc.hint) from exc
     for name in RUN_FILES:
         if not (path / name).is_file():
             raise SubmissionError(f"{path}: {name} is missing", hint="is this a complete orch run directory?")
-    summary = (path / SUMMARY).read_text(errors="replace")
-    return Run(path=path, meta=meta, detail=parse_detail_log(path / DETAIL), summary=summary)
+    try:
+        log = read_logs(path)
+    except LoadgenLogError as exc:
+        raise SubmissionError(str(exc), hint=exc.hint) from exc
+    return Run(path=path, record=record, log=log)
+
+
+def expand_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run directories, with the folder of an ``orch bench --mode submission`` standing for its two runs.
+
+    That folder holds ``accuracy/`` and ``performance/`` (and the tree it
+    made in ``submission/``); given alone, it means those two runs.
+    """
+    expanded: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        parts = [path / "accuracy", path / "performance"]
+        if not (path / "run.json").exists() and all((p / "run.json").is_file() for p in parts):
+            expanded.extend(parts)
+        else:
+            expanded.append(path)
+    return expanded
 
 
 def pick_runs(paths: list[Path]) -> tuple[Run, Run]:
@@ -155,7 +137,7 @@ def pick_runs(paths: list[Path]) -> tuple[Run, Run]:
     """
     if not paths:
         raise SubmissionError("no run directory given", hint="give a performance run and an accuracy run")
-    runs = [load_run(p) for p in paths]
+    runs = [load_run(p) for p in expand_run_dirs(paths)]
     by_mode: dict[str, list[Run]] = {"performance": [], "accuracy": []}
     for run in runs:
         by_mode[run.mode].append(run)
@@ -170,29 +152,25 @@ def pick_runs(paths: list[Path]) -> tuple[Run, Run]:
 
 
 def loadgen_faults(run: Run) -> list[str]:
-    """Loadgen errors in the detail log (and the summary's error count): faults."""
-    faults = [f"{run.path / DETAIL}: loadgen error {e}" for e in run.detail.errors]
-    match = re.search(r"^(\d+) ERRORS? encountered", run.summary, re.MULTILINE)
-    if match and not faults:
-        faults.append(f"{run.path / SUMMARY}: loadgen reports {match.group(1)} error(s)")
-    if run.detail.values.get("effective_scenario") not in (None, SCENARIO):
-        faults.append(f"{run.path / DETAIL}: scenario is {run.detail.values['effective_scenario']}, not {SCENARIO}")
+    """Loadgen errors (the same rules run.json's ``loadgen_errors`` were read with), and a wrong scenario."""
+    faults = [f"{run.path / DETAIL}: loadgen error {e}" for e in run.log.errors]
+    if run.log.values.get("effective_scenario") not in (None, SCENARIO):
+        faults.append(f"{run.path / DETAIL}: scenario is {run.log.values['effective_scenario']}, not {SCENARIO}")
+    if run.record.backend == "synthetic" or "synthetic" in run.record.backends:
+        faults.append(f"{run.path}: ran the synthetic backend (modelled timings, no inference): never a result")
     return faults
 
 
 def performance_reasons(run: Run) -> list[str]:
     """Why a performance run is not a valid MLPerf result (empty when it is)."""
     reasons = []
-    values = run.detail.values
-    match = re.search(r"^Result is\s*:\s*(\S+)", run.summary, re.MULTILINE)
-    if match is None:
+    values = run.log.values
+    if run.log.result is None:
         reasons.append(f"{run.path / SUMMARY}: no \"Result is\" line")
-    elif match.group(1) != "VALID":
-        unmet = re.findall(r"^\s*(.+?)\s*:\s*NO\s*$", run.summary, re.MULTILINE)
-        detail = f" ({', '.join(u.lower() + ': no' for u in unmet)})" if unmet else ""
-        reasons.append(f"loadgen: Result is : {match.group(1)}{detail}")
-    if run.meta.get("execution") != "valid":
-        reasons.append(f"run.json execution is {run.meta.get('execution')!r} (a test run, not a valid one)")
+    elif run.log.result != "VALID":
+        reasons.append(f"loadgen: Result is : {run.log.verdict()}")
+    if run.record.execution != "valid":
+        reasons.append(f"run.json execution is {run.record.execution!r} (a test run, not a valid one)")
     min_duration = values.get("effective_min_duration_ms")
     if isinstance(min_duration, (int, float)) and min_duration < OFFICIAL_MIN_DURATION_MS:
         reasons.append(f"min_duration {min_duration} ms < {OFFICIAL_MIN_DURATION_MS} ms required")
@@ -208,16 +186,17 @@ def performance_reasons(run: Run) -> list[str]:
 def accuracy_faults(run: Run) -> list[str]:
     """Faults of an accuracy run: answers missing from its log, no EM/F1, a QSL that is not the one run.json names."""
     faults = []
-    total, count = run.meta.get("total_sample_count"), run.meta.get("count")
-    if not isinstance(total, int) or not isinstance(count, int) or not 0 < count <= total:
-        faults.append(f"{run.path / 'run.json'}: total_sample_count/count missing or inconsistent ({count} of {total})")
+    total, count = run.record.total_sample_count, run.record.count
+    if not 0 < count <= total:
+        faults.append(f"{run.path / 'run.json'}: total_sample_count/count inconsistent ({count} of {total})")
         count = None
-    reported = run.detail.values.get("qsl_reported_total_count")
+    reported = run.log.values.get("qsl_reported_total_count")
     if count is not None and isinstance(reported, int) and reported != count:
         faults.append(f"{run.path / DETAIL}: loadgen's QSL had {reported} samples, run.json says {count} were used")
-    for key in ("exact_match", "f1"):
-        if not isinstance(run.meta.get(key), (int, float)):
-            faults.append(f"{run.path / 'run.json'}: \"{key}\" is missing (was accuracy scored?)")
+    if run.record.accuracy is None or run.record.f1 is None or run.record.exact_match is None:
+        faults.append(f"{run.path / 'run.json'}: no exact_match/f1 (was accuracy scored?)")
+    elif run.record.accuracy.partial:
+        faults.append(f"{run.path}: a PARTIAL accuracy run (--partial-accuracy): {run.record.accuracy.note}")
     log = run.path / ACCURACY_LOG
     if not log.is_file():
         faults.append(f"{log}: missing")
@@ -232,15 +211,15 @@ def accuracy_faults(run: Run) -> list[str]:
 def accuracy_reasons(run: Run) -> list[str]:
     """Why an accuracy run does not give the official accuracy (honest, but not valid)."""
     reasons = []
-    total, count = run.meta.get("total_sample_count"), run.meta.get("count")
-    if isinstance(total, int) and isinstance(count, int) and count < total:
+    total, count = run.record.total_sample_count, run.record.count
+    if count < total:
         reasons.append(
             f"the accuracy run used {count} of {total} samples, not the whole sample library "
             "(its EM/F1 are not the data set's)"
         )
-    if run.meta.get("execution") != "valid":
-        reasons.append(f"accuracy run.json execution is {run.meta.get('execution')!r}")
-    if isinstance(total, int) and total != OFFICIAL_DATASET_SIZE:
+    if run.record.execution != "valid":
+        reasons.append(f"accuracy run.json execution is {run.record.execution!r}")
+    if total != OFFICIAL_DATASET_SIZE:
         reasons.append(
             f"the sample library has {total} samples, not the {OFFICIAL_DATASET_SIZE} of the SQuAD v1.1 dev set"
         )
@@ -263,8 +242,8 @@ def accuracy_log_indices(path: Path) -> set[int]:
 def consistency_faults(perf: Run, acc: Run) -> list[str]:
     """Faults when the two runs did not run the same thing on the same system."""
     faults = []
-    for key in ("model", "backend", "dataset_path", "total_sample_count", "nodes", "system_name"):
-        a, b = perf.meta.get(key), acc.meta.get(key)
+    for key in ("model", "backend", "model_path", "features_key", "total_sample_count", "nodes", "workers", "system"):
+        a, b = getattr(perf.record, key), getattr(acc.record, key)
         if a != b:
             faults.append(f"{key} differs: performance run {a!r}, accuracy run {b!r}")
     hosts_p, hosts_a = node_hosts(perf), node_hosts(acc)
@@ -276,9 +255,8 @@ def consistency_faults(perf: Run, acc: Run) -> list[str]:
 def node_hosts(run: Run) -> list[str]:
     """Sorted host names of the nodes that took part (facts.hostname, else the node name)."""
     hosts = []
-    for node in run.meta.get("per_node") or []:
-        facts = node.get("facts") or {}
-        hosts.append(str(facts.get("hostname") or node.get("name")))
+    for node in run.record.per_node:
+        hosts.append(str(node.facts.get("hostname") or node.name))
     return sorted(hosts)
 
 

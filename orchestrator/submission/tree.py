@@ -20,7 +20,6 @@ place at the end, so a failure never leaves a half tree that looks complete.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -35,7 +34,8 @@ from orchestrator import __version__
 from orchestrator.errors import SubmissionError
 from orchestrator.submission import runs as runs_mod
 from orchestrator.submission.runs import ACCURACY_LOG, DETAIL, MODEL, SCENARIO, SUMMARY, Run
-from orchestrator.submission.system_desc import load_system_meta, measurements, system_description
+from orchestrator.fileio import sha256_file
+from orchestrator.submission.system_desc import measurements, system_description
 
 TARBALL = "mlperf_submission.tar.gz"
 # truncate_accuracy_log.py (mlcommons/inference tools/submission): logs over
@@ -86,7 +86,7 @@ def assemble(
     submitter: str,
     system_name: str,
     division: str = "open",
-    system_meta: Path | None = None,
+    system_meta: dict[str, Any] | None = None,
     allow_invalid: bool = False,
     force: bool = False,
     command: str = "",
@@ -100,7 +100,8 @@ def assemble(
         submitter: the submitting organisation (a directory name).
         system_name: the system's name (file and directory name).
         division: "open"; "closed" is refused until compliance runs exist.
-        system_meta: a YAML file of system-description overrides.
+        system_meta: system-description overrides, as ``load_system_meta`` read
+            them from ``--system-meta``.
         allow_invalid: package runs that are not valid MLPerf results
             (test runs, loadgen INVALID), marking them so everywhere.
         force: replace an existing output folder.
@@ -111,8 +112,9 @@ def assemble(
 
     Raises:
         SubmissionError: the runs are unusable or invalid (and not allowed),
-            the output exists, or a name is unusable.
-        InputError: a bad ``--system-meta`` file.
+            or a name is unusable.
+        InputError: ``out`` holds something that is not an orch submission,
+            or an earlier one and ``force`` is false.
     """
     if division == "closed":
         raise SubmissionError(
@@ -127,16 +129,18 @@ def assemble(
                 f"{flag} {value!r} is not a usable directory name",
                 hint="use letters, digits, '.', '_' and '-' (no spaces or slashes)",
             )
+    from orchestrator.bench.rundir import check_out
+
     out = Path(out).resolve()
-    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
-        raise SubmissionError(f"{out} already exists", hint="choose another --out or pass --force to replace it")
+    check_out(out, force)
+    run_dirs = runs_mod.expand_run_dirs([Path(p) for p in run_dirs])
     for run_dir in run_dirs:
         # --force replaces out: it must not take the runs down with it.
         if Path(run_dir).resolve().is_relative_to(out):
             raise SubmissionError(f"--out {out} contains the run directory {run_dir}", hint="choose another --out")
-    meta = load_system_meta(system_meta) if system_meta else {}
+    meta = system_meta or {}
 
-    perf, acc = runs_mod.pick_runs([Path(p) for p in run_dirs])
+    perf, acc = runs_mod.pick_runs(run_dirs)
     faults = runs_mod.check_runs(perf, acc)
     if faults:
         raise SubmissionError(f"cannot package these runs: {faults[0]}" + (f" (and {len(faults) - 1} more: {'; '.join(faults[1:])})" if len(faults) > 1 else ""))
@@ -153,6 +157,7 @@ def assemble(
     try:
         result = _build(work, perf, acc, submitter=submitter, system_name=system_name, division=division,
                         meta=meta, reasons=reasons, command=command)  # fmt: skip
+        _mark(work, command)
         _replace(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -193,9 +198,9 @@ def _build(
     full_log = work / "full_logs" / system_name / MODEL / SCENARIO / "accuracy" / ACCURACY_LOG
     full_log.parent.mkdir(parents=True)
     shutil.copyfile(acc.path / ACCURACY_LOG, full_log)
-    digest = _sha256(full_log)
+    digest = sha256_file(full_log)
     # The reference accuracy-squad.py line, unrounded (the checker compares F1 to the target).
-    accuracy_line = json.dumps({"exact_match": float(acc.meta["exact_match"]), "f1": float(acc.meta["f1"])})
+    accuracy_line = json.dumps({"exact_match": float(acc.record.exact_match), "f1": float(acc.record.f1)})
     (results / "accuracy" / "accuracy.txt").write_text(f"{accuracy_line}\nhash={digest}\n")
     truncate_accuracy_log(full_log, results / "accuracy" / ACCURACY_LOG)
 
@@ -203,7 +208,7 @@ def _build(
     (results / "README.md").write_text(_results_readme(perf, acc, system_name, reasons))
     (sub / "src" / "README.md").write_text(_src_readme(perf, acc, command, reasons))
 
-    result_value = perf.detail.values.get("result_samples_per_second", perf.meta.get("samples_per_second"))
+    result_value = perf.log.values.get("result_samples_per_second", perf.meta.get("samples_per_second"))
     row = {
         "submitter": submitter,
         "division": division,
@@ -212,7 +217,7 @@ def _build(
         "scenario": SCENARIO,
         "result": result_value,
         "units": "Samples/s",
-        "accuracy": f"EM={float(acc.meta['exact_match']):.3f} F1={float(acc.meta['f1']):.3f}",
+        "accuracy": f"EM={float(acc.record.exact_match):.3f} F1={float(acc.record.f1):.3f}",
         "nodes": int(system["number_of_nodes"]),  # machines, as the system JSON counts them
         "framework": system["framework"],
         "device": _device(system),
@@ -254,6 +259,17 @@ def truncate_accuracy_log(src: Path, dst: Path) -> None:
     dst.write_bytes(start + b"\n\n...\n\n" + end)
 
 
+def _mark(work: Path, command: str) -> None:
+    """The marker that lets a later ``--force`` replace this folder (and nothing orch did not make)."""
+    import datetime as dt
+
+    from orchestrator.bench.rundir import MARKER
+    from orchestrator.records import RunMarker
+
+    RunMarker(orch_version=__version__, kind="submission", state="complete", command=command,
+              created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")).write(work / MARKER)
+
+
 def _replace(work: Path, out: Path) -> None:
     """Move the finished tree into place; an old ``out`` is removed only after."""
     if out.exists():
@@ -280,14 +296,6 @@ def _relocate(result: SubmissionResult, work: Path, out: Path) -> SubmissionResu
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _device(system: dict[str, str]) -> str:
@@ -317,7 +325,7 @@ def _per_node_backends(perf: Run) -> str:
 def _results_readme(perf: Run, acc: Run, system_name: str, reasons: list[str]) -> str:
     return f"""# bert-99 Offline on {system_name}
 {_invalid_block(reasons)}
-Produced with orch {perf.meta.get('orch_version', '?')} (MLPerf Inference, loadgen {perf.detail.values.get('loadgen_version', '?')}),
+Produced with orch {perf.meta.get('orch_version', '?')} (MLPerf Inference, loadgen {perf.log.values.get('loadgen_version', '?')}),
 backend `{perf.meta.get('backend')}`{_per_node_backends(perf)}, model `{perf.meta.get('model')}` ({Path(str(perf.meta.get('model_path'))).name}),
 {perf.meta.get('nodes', len(perf.meta.get('per_node') or []))} node(s).
 
@@ -334,9 +342,9 @@ commands (`orch fetch` first for the official model and data set):
 The first is the performance run (`performance/run_1`), the second the accuracy run
 (`accuracy/`); `user.conf` is the one the performance run used.
 
-- Performance: {perf.detail.values.get('result_samples_per_second', perf.meta.get('samples_per_second'))} samples/s
-  (loadgen: {perf.detail.values.get('result_validity', '?')}), {perf.meta.get('count')} samples of {perf.meta.get('total_sample_count')}.
-- Accuracy: exact_match {acc.meta.get('exact_match')}, f1 {acc.meta.get('f1')} over {acc.meta.get('count')} samples.
+- Performance: {perf.log.values.get('result_samples_per_second', perf.meta.get('samples_per_second'))} samples/s
+  (loadgen: {perf.log.values.get('result_validity', '?')}), {perf.meta.get('count')} samples of {perf.meta.get('total_sample_count')}.
+- Accuracy: exact_match {acc.record.exact_match}, f1 {acc.record.f1} over {acc.meta.get('count')} samples.
 """
 
 

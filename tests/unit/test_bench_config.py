@@ -37,51 +37,87 @@ def test_test_target_qps_keeps_query_at_count():
     [
         ({"nodes": 0}, "--nodes"),
         ({"scenario": "Server"}, "--scenario"),
-        ({"mode": "fast"}, "--mode"),
-        ({"execution": "quick"}, "--execution"),
         ({"count": 0}, "--count"),
         ({"count": 5, "execution": "valid"}, "--count"),
+        ({"count": 5, "mode": "accuracy"}, "--partial-accuracy"),
+        ({"partial_accuracy": True, "mode": "performance", "count": 5}, "--partial-accuracy"),
+        ({"partial_accuracy": True, "mode": "accuracy"}, "--count"),
         ({"batch_size": 0}, "--batch-size"),
         ({"threads": 0}, "--threads"),
+        ({"chunk_size": 0}, "--chunk-size"),
         ({"target_qps": -1.0}, "--target-qps"),
+        ({"division": "network"}, "--division"),
+        ({"mode": "submission"}, "--submitter"),
+        ({"mode": "submission", "submitter": "my team"}, "--submitter"),
+        ({"mode": "submission", "submitter": "T", "system_name": "a/b"}, "--system-name"),
+        ({"mode": "submission", "submitter": "T", "division": "closed"}, "--division closed"),
+        ({"allow_invalid": True}, "--allow-invalid"),
+        ({"backend": "auto"}, "--backend auto"),
     ],
 )
 def test_bad_flags_name_the_flag(kwargs, flag):
     with pytest.raises(InputError, match=flag):
-        cfg.BenchConfig(**kwargs).check()
+        cfg.check(cfg.BenchConfig(**kwargs))
+
+
+def test_mode_and_execution_are_typed():
+    from pydantic import ValidationError
+
+    for kwargs in ({"mode": "fast"}, {"execution": "quick"}):
+        with pytest.raises(ValidationError):
+            cfg.BenchConfig(**kwargs)
 
 
 def test_sample_count():
     data = Path("/d.json")
-    assert cfg.BenchConfig().sample_count(44, dataset=data) == 44
-    assert cfg.BenchConfig().sample_count(10833, dataset=data) == cfg.TEST_DEFAULT_COUNT_CAP
-    assert cfg.BenchConfig(count=10).sample_count(44, dataset=data) == 10
-    assert cfg.BenchConfig(execution="valid").sample_count(10833, dataset=data) == 10833
+    count = cfg.sample_count
+    assert count(cfg.BenchConfig(), 44, dataset=data, mode="performance") == 44
+    assert count(cfg.BenchConfig(), 10833, dataset=data, mode="performance") == cfg.TEST_DEFAULT_COUNT_CAP
+    assert count(cfg.BenchConfig(count=10), 44, dataset=data, mode="performance") == 10
+    assert count(cfg.BenchConfig(execution="valid"), 10833, dataset=data, mode="performance") == 10833
     with pytest.raises(InputError, match="--count 45 is larger than the data set /d.json"):
-        cfg.BenchConfig(count=45).sample_count(44, dataset=data)
+        count(cfg.BenchConfig(count=45), 44, dataset=data, mode="performance")
 
 
-def test_calibration_round_trip():
-    key = cfg.calibration_key("host/1", "onnxruntime", "demo", 2, 8)
-    assert "/" not in key
-    assert cfg.load_calibration(key) is None
-    cfg.store_calibration(key, 12.5, samples=100)
-    assert cfg.load_calibration(key) == 12.5
+def test_accuracy_always_covers_the_whole_data_set_unless_partial_is_asked():
+    data = Path("/d.json")
+    count = cfg.sample_count
+    # The test-mode --count default (1024) never cuts an accuracy run.
+    assert count(cfg.BenchConfig(mode="accuracy"), 1077, dataset=data, mode="accuracy") == 1077
+    # In submission mode --count sizes the performance part only.
+    sub = cfg.BenchConfig(mode="submission", submitter="T", count=100)
+    assert count(sub, 1077, dataset=data, mode="accuracy") == 1077
+    assert count(sub, 1077, dataset=data, mode="performance") == 100
+    partial = cfg.BenchConfig(mode="accuracy", count=100, partial_accuracy=True)
+    cfg.check(partial)
+    assert count(partial, 1077, dataset=data, mode="accuracy") == 100
 
 
-def test_valid_run_without_target_qps_calibrates_first(monkeypatch, tmp_path):
-    from orchestrator.bench import runner
+def test_valid_run_without_target_qps_calibrates_first_with_a_long_enough_run(monkeypatch, tmp_path):
+    from orchestrator.bench import calibration, runner
+    from orchestrator.bench.inputs import Inputs
+    from orchestrator.bench.placement import Placement
+    from orchestrator.records import RunJob
 
     seen = []
 
-    def fake_child(conf, *, debug, live):
-        seen.append(conf)
-        return {"samples_per_second": 42.0}
+    class Answer:
+        samples_per_second = 42.0
+        calibration_stored = "not kept as a calibration: test"
 
-    monkeypatch.setattr(runner, "_run_in_child", fake_child)
-    inputs = runner.Inputs("demo", Path("/m"), Path("/v"), Path("/d"), None, None, total=5000)
-    runner._calibrate(cfg.BenchConfig(nodes=2, execution="valid", mode="submission", submitter="T"), inputs,
-                      debug=False, live=None)
+    def fake_child(job, live):
+        seen.append(job)
+        return Answer()
+
+    monkeypatch.setattr(runner, "_in_child", fake_child)
+    inputs = Inputs("demo", Path("/m"), Path("/v"), Path("/d"), None, None, total=5000, features_key="k",
+                    dataset_sha256="d", model_sha256="m")
+    conf = cfg.BenchConfig(nodes=2, execution="valid", mode="submission", submitter="T")
+    job = RunJob(conf=conf, mode="performance", run_dir=str(tmp_path))
+    target = runner._valid_target(job, inputs, Placement(conf), None)
     (probe,) = seen
-    assert (probe.mode, probe.execution, probe.count, probe.force, probe.nodes) == (
-        "performance", "test", cfg.CALIBRATION_COUNT, True, 2)
+    assert (probe.conf.mode, probe.conf.execution, probe.conf.nodes) == ("performance", "test", 2)
+    assert probe.conf.count >= calibration.MIN_SAMPLES
+    # Not kept (the fake said so), so it is used once and said so; with the margin that errs long.
+    assert target.source == "calibration" and target.value == pytest.approx(42.0 * calibration.MARGIN)
+    assert "not kept" in target.detail

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.bench.config import BenchConfig
-from orchestrator.bench.on_cluster import _relocate, choose_nodes, driver_argv
+from orchestrator.bench.on_cluster import _relocate, choose_nodes
 from orchestrator.errors import InputError
 from orchestrator.inventory import parse_inventory
 
@@ -46,20 +46,79 @@ def test_too_few_capable_nodes_is_one_clear_error(inventory):
     assert str(err.value).startswith("--nodes 3: c.yaml has 2 node(s) that can run backend onnxruntime (cpu1, cpu2)")
 
 
-def test_driver_argv_golden():
-    conf = BenchConfig(nodes=2, backend="onnxruntime", mode="accuracy", count=40, batch_size=4)
-    assert driver_argv(conf, ["cpu1", "cpu2"], "/data/runs/x") == [
-        "orch", "bench", "--json", "--progress", "jsonl", "--force",
-        "--cluster-nodes", "cpu1,cpu2",
-        "--backend", "onnxruntime", "--scenario", "Offline",
-        "--mode", "accuracy", "--execution", "test",
-        "--model", "demo", "--batch-size", "4",
-        "--out", "/data/runs/x",
-        "--count", "40",
-    ]  # fmt: skip
-    sub = BenchConfig(mode="submission", submitter="Team", system_name="sys")
-    argv = driver_argv(sub, ["a"], "/data/runs/y")
-    assert argv[-6:] == ["--submitter", "Team", "--system-name", "sys", "--division", "open"]
+def _non_default(name, field):
+    """A value for every BenchConfig field that differs from its default (by its type)."""
+    import typing
+
+    annotation = field.annotation
+    if typing.get_origin(annotation) is typing.Literal:
+        return next(v for v in typing.get_args(annotation) if v != field.default)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    kind = args[0]
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        return not field.default
+    if kind is int:
+        return 7
+    if kind is float:
+        return 3.5
+    if kind is str:
+        return f"x-{name}"
+    if kind is Path:
+        return Path(f"/p/{name}")
+    if origin is dict:
+        return {"host_memory_capacity": "64 GB"}
+    if origin is tuple:
+        return ("n1", "n2")
+    raise AssertionError(f"no test value for BenchConfig.{name}: {annotation}")
+
+
+def test_every_configuration_field_reaches_the_driver(monkeypatch, tmp_path):
+    """Generated over BenchConfig's fields: a field added later is covered without editing this test."""
+    from orchestrator.bench import driver, on_cluster, runner
+    from orchestrator.records import DriverConfig, Faults
+
+    values = {name: _non_default(name, field) for name, field in BenchConfig.model_fields.items()}
+    conf = BenchConfig(**values)
+    record = on_cluster.driver_config(conf, ["cpu1", "cpu2"], str(tmp_path / "run"), debug=True,
+                                      faults=Faults(chunk_delay=0.5))
+    # Through the file the controller puts on the head, read back by the driver.
+    path = tmp_path / "run.driver.json"
+    record.write(path)
+    seen = {}
+
+    def fake_run_bench(conf, *, debug, live, faults):
+        seen.update(conf=conf, debug=debug, faults=faults)
+        return {"mode": conf.mode}
+
+    monkeypatch.setattr(runner, "run_bench", fake_run_bench)
+    assert driver.drive(path) == 0
+    got = seen["conf"]
+    set_by_controller = {"nodes": 2, "cluster_nodes": ("cpu1", "cpu2"), "force": True, "out": tmp_path / "run"}
+    for name in BenchConfig.model_fields:
+        expected = set_by_controller.get(name, values[name])
+        assert getattr(got, name) == expected, name
+    assert seen["debug"] is True and seen["faults"] == Faults(chunk_delay=0.5)
+    result = DriverConfig  # the result record is beside the config
+    assert (tmp_path / "run.result.json").is_file() and result
+
+
+def test_driver_errors_come_back_as_their_own_class(monkeypatch, tmp_path):
+    from orchestrator.bench import driver, on_cluster, runner
+    from orchestrator.errors import DatasetError, rebuild_error
+    from orchestrator.records import DriverResult
+
+    def failing(conf, **_):
+        raise DatasetError("data set /x is not SQuAD v1.1", hint="give a SQuAD file")
+
+    monkeypatch.setattr(runner, "run_bench", failing)
+    path = tmp_path / "r.driver.json"
+    on_cluster.driver_config(BenchConfig(), ["a"], str(tmp_path / "r")).write(path)
+    assert driver.drive(path) == 2
+    result = DriverResult.from_json((tmp_path / "r.result.json").read_text(), source="test")
+    assert not result.ok and result.error.type == "DatasetError" and result.error.hint == "give a SQuAD file"
+    error = rebuild_error(result.error.type, result.error.message, result.error.hint)
+    assert isinstance(error, DatasetError) and str(error) == "data set /x is not SQuAD v1.1; give a SQuAD file"
 
 
 def test_relocate_points_run_dirs_at_the_local_copy():

@@ -9,14 +9,17 @@ import pytest
 
 from orchestrator.bench.cluster import PROFILE_BACKENDS, deployed_slots
 from orchestrator.errors import RunError
+from orchestrator.records import DeployedNode, DeployRecord
 
-DEPLOY = {
-    "nodes": [
-        {"name": "ds1", "profile": "cpu-deepsparse", "ray_ip": "10.0.0.1", "gpus": 0},
-        {"name": "cpu1", "profile": "cpu-onnxruntime", "ray_ip": "10.0.0.2", "gpus": 0},
-        {"name": "gpu1", "profile": "cuda-onnxruntime", "ray_ip": "10.0.0.3", "gpus": 2},
-    ]
-}
+DEPLOY = DeployRecord(
+    cluster="lab", node="ds1", head="ds1", model="demo", model_path="/data/m.onnx", vocab_path="/data/v.txt",
+    dataset_path="/data/d.json", cache_dir="/data/cache", ray_address="10.0.0.1:6379",
+    nodes=[
+        DeployedNode(name="ds1", profile="cpu-deepsparse", ray_ip="10.0.0.1", gpus=0),
+        DeployedNode(name="cpu1", profile="cpu-onnxruntime", ray_ip="10.0.0.2", gpus=0),
+        DeployedNode(name="gpu1", profile="cuda-onnxruntime", ray_ip="10.0.0.3", gpus=2),
+    ],
+)
 RAY_NODES = [
     {"Alive": True, "NodeManagerAddress": "10.0.0.1", "NodeID": "id-ds1", "Resources": {"CPU": 4.0}},
     {"Alive": True, "NodeManagerAddress": "10.0.0.2", "NodeID": "id-cpu1", "Resources": {"CPU": 2.0}},

@@ -90,8 +90,7 @@ def test_fetched_vocab_missing_says_fetch(cache):
 
 def test_path_with_given_vocab_and_dataset(tmp_path, cache):
     cache()  # nothing fetched: the given files must be used
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"x")
+    model = _interface_model(tmp_path / "m.onnx")
     vocab, data = tmp_path / "v.txt", tmp_path / "d.json"
     vocab.write_text("v")
     data.write_text("{}")
@@ -101,16 +100,14 @@ def test_path_with_given_vocab_and_dataset(tmp_path, cache):
 
 def test_path_defaults_to_fetched_vocab_and_dataset(tmp_path, cache):
     root = cache("vocab", "squad-dev")
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"x")
+    model = _interface_model(tmp_path / "m.onnx")
     choice = resolve_model(str(model))
     assert choice.vocab_path == root / "vocab" / "file" and choice.dataset_path == root / "squad-dev" / "file"
 
 
 def test_path_without_fetched_dataset(tmp_path, cache):
     cache("vocab")
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"x")
+    model = _interface_model(tmp_path / "m.onnx")
     with pytest.raises(DatasetError, match="orch fetch squad-dev"):
         resolve_model(str(model))
 
@@ -140,3 +137,35 @@ def test_errors_are_one_line(cache):
     with pytest.raises(OrchError) as info:
         resolve_model("bert-large")
     assert "\n" not in str(info.value)
+
+
+def _interface_model(path):
+    """A tiny ONNX file with the MLPerf BERT interface (int64 inputs, two float outputs)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "s"]) for n in ("input_ids", "input_mask", "segment_ids")]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", "s"]) for n in ("start", "end")]
+    nodes = [helper.make_node("Cast", ["input_mask"], ["start"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["segment_ids"], ["end"], to=TensorProto.FLOAT)]
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", inputs, outputs)), str(path))
+    return path
+
+
+def test_a_text_file_named_model_onnx_is_refused_for_what_it_is_before_the_vocab(tmp_path, cache):
+    model = tmp_path / "model.onnx"
+    model.write_text("not a model at all\n")
+    with pytest.raises(ModelError, match=r"model\.onnx is not an ONNX model"):
+        resolve_model(str(model))  # no vocab fetched either: the model is named first
+
+
+def test_an_onnx_file_without_the_interface_is_refused(tmp_path, cache):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])),
+              str(tmp_path / "other.onnx"))
+    with pytest.raises(ModelError, match="lacks the input\\(s\\) input_ids, input_mask, segment_ids"):
+        resolve_model(str(tmp_path / "other.onnx"))

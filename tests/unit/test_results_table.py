@@ -25,5 +25,5 @@ def test_mixed_run_shows_each_nodes_backend_and_figures():
     }  # fmt: skip
     text = _render(summary)
     assert "auto (deepsparse, onnxruntime) / demo" in text
-    assert "deepsparse: 24 samples, 2.0 s busy, 12.0 samples/s" in text
-    assert "onnxruntime: 34 samples, 2.0 s busy, 17.0 samples/s" in text
+    assert "deepsparse, 1 worker(s): 24 samples, 2.0 s busy, 12.0 samples/s" in text
+    assert "onnxruntime, 1 worker(s): 34 samples, 2.0 s busy, 17.0 samples/s" in text

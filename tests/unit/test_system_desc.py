@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import InputError, SubmissionError
-from orchestrator.submission.runs import parse_detail_log
+from orchestrator.loadgen_log import LoadgenLogError, read_detail, read_logs
 from orchestrator.submission.system_desc import REQUIRED_KEYS, load_system_meta, measurements, system_description
 from orchestrator.submission.tree import truncate_accuracy_log
 
@@ -117,12 +117,21 @@ def test_detail_log_errors_are_found_by_flag_and_by_key(tmp_path):
 
     path = tmp_path / "mlperf_log_detail.txt"
     path.write_text("\n".join([line("result_validity", "VALID"), line("error_runtime", "boom"), line("x", "flagged", True), "noise"]) + "\n")
-    log = parse_detail_log(path)
-    assert log.values["result_validity"] == "VALID"
-    assert log.errors == ["error_runtime: boom", "x: flagged"]
+    values, errors = read_detail(path)
+    assert values["result_validity"] == "VALID"
+    assert errors == ["error_runtime: boom", "x: flagged"]
+    # The one reader: run.json's loadgen_errors and orch submit's faults come from the same list.
+    (tmp_path / "mlperf_log_summary.txt").write_text("Result is : INVALID\n  Min duration satisfied : NO\n")
+    log = read_logs(tmp_path)
+    assert log.errors == errors and log.result_valid is False and log.unmet == ["Min duration satisfied"]
+    assert log.verdict() == "INVALID (min duration satisfied: no)"
+    # An error only the summary counts is an error too.
+    path.write_text(line("result_validity", "VALID") + "\n")
+    (tmp_path / "mlperf_log_summary.txt").write_text("Result is : VALID\n2 ERRORS encountered. See detailed log.\n")
+    assert read_logs(tmp_path).errors == ["mlperf_log_summary.txt: loadgen reports 2 error(s)"]
     path.write_text("not a log\n")
-    with pytest.raises(SubmissionError, match="no loadgen entries"):
-        parse_detail_log(path)
+    with pytest.raises(LoadgenLogError, match="no loadgen entries"):
+        read_detail(path)
 
 
 def test_system_json_golden_for_nodes_running_different_backends():

@@ -1,0 +1,318 @@
+"""Ray and the workers, kept up across the runs of one process, and one loadgen run on them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+import threading
+import time
+from typing import Any, Callable
+
+from orchestrator import __version__
+from orchestrator.bench import calibration
+from orchestrator.bench import config as cfg
+from orchestrator.bench.cluster import Slot
+from orchestrator.bench.dispatcher import Dispatcher
+from orchestrator.bench.harness import run_loadgen
+from orchestrator.bench.inputs import Inputs
+from orchestrator.bench.placement import Placement
+from orchestrator.bench.rundir import RUN_FILE
+from orchestrator.bench.view import Progress
+from orchestrator.errors import Interrupted, RunError
+from orchestrator.loadgen_log import ACCURACY_LOG, read_logs
+from orchestrator.records import (
+    AccuracyScore,
+    BenchConfig,
+    Faults,
+    Layout,
+    LostWorker,
+    NodeRun,
+    Rerun,
+    RunRecord,
+    TargetQps,
+)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def layout_of(conf: BenchConfig, inputs: Inputs) -> Layout:
+    """What a measured throughput depends on besides the system (known before Ray starts)."""
+    return Layout(
+        backend=conf.backend,
+        model_sha256=inputs.model_sha256,
+        nodes=conf.nodes or 1,
+        threads=conf.threads,
+        batch_size=conf.batch_size,
+        chunk_size=conf.chunk_size,
+    )
+
+
+def as_interrupt(exc: BaseException) -> Interrupted:
+    """An ``Interrupted`` for a KeyboardInterrupt (SIGINT) or orch's own SIGTERM exception."""
+    return exc if isinstance(exc, Interrupted) else Interrupted("interrupted (Ctrl-C)")
+
+
+class Session:
+    """Ray and the workers of one run (or of a calibration), started once.
+
+    Args:
+        conf: the run.
+        inputs: the resolved model, vocab and data set.
+        placement: where Ray and the workers run.
+        debug: Ray's logs.
+        faults: test faults injected into the workers.
+    """
+
+    def __init__(
+        self, conf: BenchConfig, inputs: Inputs, placement: Placement, *, debug: bool = False, faults: Faults | None = None
+    ) -> None:
+        self.conf = conf
+        self.inputs = inputs
+        self.placement = placement
+        self.debug = debug
+        self.faults = faults or Faults()
+        self.actors: dict[str, Any] = {}
+        self.infos: dict[str, dict[str, Any]] = {}
+        self.slots: list[Slot] = []
+        self.startup_seconds = 0.0
+
+    def __enter__(self) -> "Session":
+        from orchestrator.bench.workers import WorkerSpec, start_workers
+
+        started = time.perf_counter()
+        self.placement.start(debug=self.debug)
+        try:
+            self.slots = self.placement.slots()
+            specs = [
+                WorkerSpec(
+                    name=s.worker,
+                    node=s.node,
+                    backend=s.backend or self.conf.backend,
+                    model_path=str(self.inputs.model_path),
+                    dataset_path=str(self.inputs.dataset_path),
+                    vocab_path=str(self.inputs.vocab_path),
+                    threads=s.threads,
+                    batch_size=self.conf.batch_size,
+                    num_cpus=s.num_cpus,
+                    num_gpus=s.num_gpus,
+                    node_id=s.node_id,
+                    kill_after_chunks=self.faults.kill_worker_after.get(s.worker),
+                    chunk_delay=self.faults.chunk_delay,
+                )
+                for s in self.slots
+            ]
+            self.actors = start_workers(specs)
+            self._wait_ready()
+        except BaseException:
+            self.placement.stop()
+            raise
+        self.startup_seconds = time.perf_counter() - started
+        return self
+
+    def _wait_ready(self) -> None:
+        import ray
+
+        refs = {name: actor.info.remote() for name, actor in self.actors.items()}
+        addresses = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        for name, ref in refs.items():
+            try:
+                info = ray.get(ref, timeout=600)
+            except Exception as exc:
+                raise RunError(f"worker {name} failed to start: {_innermost(exc)}") from exc
+            info["node_ip"] = addresses.get(info.pop("node_id"), "?")
+            self.infos[name] = info
+            if info["features_key"] != self.inputs.features_key or info["samples_available"] != self.inputs.total:
+                raise RunError(
+                    f"worker {name} has other features than the driver ({info['samples_available']} samples, "
+                    f"key {info['features_key'][:12]}; driver {self.inputs.total}, {self.inputs.features_key[:12]})",
+                    hint="the nodes' data set or vocab differ: run orch deploy again",
+                )
+
+    def __exit__(self, *exc: object) -> None:
+        self.placement.stop()
+
+    def layout(self) -> Layout:
+        return layout_of(self.conf, self.inputs)
+
+    def run(
+        self,
+        mode: str,
+        run_dir: Path,
+        target: TargetQps,
+        *,
+        live: Callable[[Progress], Any] | None = None,
+        load_before: float | None = None,
+        rerun: Rerun | None = None,
+    ) -> RunRecord:
+        """One loadgen run in ``mode`` written into the folder ``run_dir``; returns run.json's record.
+
+        The folder's life (partial, failed, renamed into place) belongs to the
+        caller (``orchestrator.bench.rundir``); this writes user.conf, lets
+        loadgen write its logs, and writes run.json last.
+
+        Raises:
+            Interrupted: stopped by Ctrl-C / SIGTERM (loadgen finished its query first).
+            RunError: the run failed.
+        """
+        from orchestrator.bench.workers import RayExecutor
+
+        conf = self.conf
+        count = cfg.sample_count(conf, self.inputs.total, dataset=self.inputs.dataset_path, mode=mode)
+        (run_dir / "user.conf").write_text(cfg.user_conf(execution=conf.execution, count=count, target_qps=target.value))
+        started_at = now()
+        what = "TEST MODE, not valid for submission" if conf.execution == "test" else "valid mode"
+        progress = Progress(count, [(s.worker, s.node) for s in self.slots], f"{mode} ({what})")
+        executor = RayExecutor(self.actors, return_logits=(mode == "accuracy"))
+        stop = threading.Event()
+
+        def dispatch(chunks, on_complete):
+            def done(chunk, answer, worker):
+                on_complete(chunk, answer, worker)
+                progress.chunk_done(worker, len(chunk), answer.seconds)
+
+            return Dispatcher(
+                executor, list(self.actors), on_complete=done, stop=stop,
+                on_worker_lost=lambda worker, reason, requeued: progress.worker_lost(worker),
+            ).run(chunks)  # fmt: skip
+
+        stop_view = live(progress) if live else None
+        try:
+            outcome = run_loadgen(
+                run_dir=run_dir,
+                user_conf=run_dir / "user.conf",
+                mode=mode,
+                sample_count=count,
+                lengths=self.inputs.lengths[:count],
+                chunk_size=cfg.effective_chunk_size(conf, count, len(self.slots)),
+                dispatch=dispatch,
+                stop=stop,
+            )
+        except BaseException as exc:
+            if stop_view:
+                stop_view()
+            if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+                raise as_interrupt(exc) from exc
+            raise
+        if stop_view:
+            stop_view()
+        if outcome.error is not None:
+            err = outcome.error
+            msg = err.message if isinstance(err, RunError) else f"{type(err).__name__}: {err}"
+            raise RunError(f"the {mode} run failed: {msg}")
+        report = outcome.report
+        log = read_logs(run_dir)
+        accuracy = self._score(run_dir, count) if mode == "accuracy" else None
+        sps, source = log.samples_per_second, "loadgen" if log.samples_per_second is not None else None
+        if mode == "accuracy" and sps is None and report.wall_seconds > 0:
+            sps, source = count / report.wall_seconds, "orch (accuracy run, wall clock of the dispatch)"
+        stored = None
+        if mode == "performance" and sps and not rerun:
+            # Every performance run may size later valid runs, if it is fit to.
+            seconds = outcome.issued / sps  # loadgen's own timed duration
+            _, stored = calibration.store(
+                self.placement.system, self.layout(), self.inputs.features_key,
+                samples_per_second=sps, samples=outcome.issued, seconds=seconds,
+                source=f"{conf.execution} run", command=conf.command, load_before=load_before,
+                cpus=_cpu_count(),
+            )  # fmt: skip
+        record = RunRecord(
+            orch_version=__version__,
+            command=conf.command,
+            scenario=conf.scenario,
+            mode=mode,
+            execution=conf.execution,
+            backend=conf.backend,
+            backends=sorted({s.backend or conf.backend for s in self.slots}),
+            model=self.inputs.model_name,
+            model_note=self.inputs.model_note,
+            model_path=str(self.inputs.model_path),
+            vocab_path=str(self.inputs.vocab_path),
+            dataset_path=str(self.inputs.dataset_path),
+            dataset_sha256=self.inputs.dataset_sha256,
+            features_key=self.inputs.features_key,
+            total_sample_count=self.inputs.total,
+            count=count,
+            target_qps=target,
+            samples_per_second=sps,
+            samples_per_second_source=source,
+            result_valid=log.result_valid if mode == "performance" else None,
+            invalid_reasons=log.unmet if mode == "performance" else [],
+            loadgen_errors=log.errors,
+            accuracy=accuracy,
+            system=self.placement.system,
+            nodes=len({s.node for s in self.slots}),
+            workers=len(self.slots),
+            per_node=self._per_node(report),
+            lost_workers=[
+                LostWorker(name=name, node=self.infos[name]["node"], reason=report.workers[name].lost_reason)
+                for name in report.lost_workers
+            ],
+            rerun_samples=report.rerun_samples,
+            issued_samples=outcome.issued,
+            startup_seconds=round(self.startup_seconds, 3),
+            dispatch_seconds=round(report.wall_seconds, 3),
+            started_at=started_at,
+            finished_at=now(),
+            calibration_stored=stored,
+            rerun=rerun,
+        )
+        record.write(run_dir / RUN_FILE)  # run.json last: its presence marks a complete run
+        return record
+
+    def _score(self, run_dir, count: int) -> AccuracyScore:
+        from orchestrator.fileio import sha256_file
+        from orchestrator.squad.accuracy import accuracy_line, score_accuracy_log, write_accuracy_txt
+        from orchestrator.squad.library import load_features
+
+        log = run_dir / ACCURACY_LOG
+        features = load_features(self.inputs.dataset_path, self.inputs.vocab_path)
+        score = score_accuracy_log(log, features)
+        digest = sha256_file(log)
+        partial = count < self.inputs.total
+        if score.examples_scored == 0:
+            # No question had all its features among the samples run: no EM/F1 to report.
+            return AccuracyScore(exact_match=None, f1=None, examples_scored=0, examples_total=score.examples_total,
+                                 log_sha256=digest, partial=partial,
+                                 note="no question had all of its features in the samples run; raise --count")
+        note = None
+        if partial:
+            # Not the data set's EM/F1: no accuracy.txt that could pass for the official one.
+            note = (f"PARTIAL: {count} of {self.inputs.total} samples, {score.examples_scored} of "
+                    f"{score.examples_total} questions scored; not the data set's accuracy")
+            (run_dir / "accuracy-partial.txt").write_text(f"# {note}\n{accuracy_line(score)}\n", encoding="utf-8")
+        else:
+            write_accuracy_txt(run_dir / "accuracy.txt", score, log_sha256=digest)
+        return AccuracyScore(exact_match=score.exact_match, f1=score.f1, examples_scored=score.examples_scored,
+                             examples_total=score.examples_total, log_sha256=digest, partial=partial, note=note)
+
+    def _per_node(self, report) -> list[NodeRun]:
+        nodes: dict[str, dict[str, Any]] = {}
+        for name, stats in report.workers.items():
+            info = self.infos[name]
+            row = nodes.setdefault(info["node"], {
+                "name": info["node"], "node_ip": info["node_ip"], "backend": info["backend"], "workers": [],
+                "samples": 0, "seconds": 0.0, "device": info["device"], "facts": info["facts"],
+            })  # fmt: skip
+            row["workers"].append(name)
+            row["samples"] += stats.samples
+            row["seconds"] += stats.seconds
+        return [NodeRun(**row) for row in nodes.values()]
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    return os.cpu_count()
+
+
+def _innermost(exc: BaseException) -> str:
+    """Ray wraps a worker's own error; the innermost message, without its class path."""
+    cause = exc
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    text = str(cause).strip().splitlines()
+    line = text[-1] if text else type(cause).__name__
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", line)
