@@ -43,6 +43,14 @@ def start_ray(address: str | None, *, debug: bool = False, node_ip: str | None =
     kwargs = dict(logging_level=level, log_to_driver=debug, configure_logging=True)
     if address and address != "auto":
         _check_reachable(address)
+    import signal
+    import threading
+
+    # Ray's core worker installs its own fatal-signal handler for SIGTERM (it
+    # dumps a stack and dies): orch's handler, which stops a run in order, is
+    # put back once Ray is up.
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
             if node_ip:
@@ -64,6 +72,9 @@ def start_ray(address: str | None, *, debug: bool = False, node_ip: str | None =
             f"Ray failed to start {where}: {first}",
             hint="check the address (--ray-address) or run with --debug",
         ) from exc
+    finally:
+        if main_thread and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def _check_reachable(address: str) -> None:

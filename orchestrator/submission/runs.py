@@ -195,8 +195,6 @@ def accuracy_faults(run: Run) -> list[str]:
         faults.append(f"{run.path / DETAIL}: loadgen's QSL had {reported} samples, run.json says {count} were used")
     if run.record.accuracy is None or run.record.f1 is None or run.record.exact_match is None:
         faults.append(f"{run.path / 'run.json'}: no exact_match/f1 (was accuracy scored?)")
-    elif run.record.accuracy.partial:
-        faults.append(f"{run.path}: a PARTIAL accuracy run (--partial-accuracy): {run.record.accuracy.note}")
     log = run.path / ACCURACY_LOG
     if not log.is_file():
         faults.append(f"{log}: missing")

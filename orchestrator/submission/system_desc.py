@@ -130,6 +130,13 @@ def _one_entry_per_host(per_node: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
+def _node_name(node: dict[str, Any], index: int) -> str:
+    """A node's name, with its workers when several shared it."""
+    name = str(node.get("name") or f"node{index + 1}")
+    workers = node.get("workers") or []
+    return f"{name}, workers {'+'.join(workers)}" if len(workers) > 1 else name
+
+
 def system_description(
     per_node: list[dict[str, Any]],
     *,
@@ -154,7 +161,7 @@ def system_description(
     """
     per_node = _one_entry_per_host(per_node)
     facts = [node.get("facts") or {} for node in per_node]
-    names = [str(node.get("name") or f"node{i + 1}") for i, node in enumerate(per_node)]
+    names = [_node_name(node, i) for i, node in enumerate(per_node)]
     accelerators = [f.get("accelerators") or [] for f in facts]
     accel_models = [", ".join(sorted({a.get("model") or NA for a in acc})) if acc else "none" for acc in accelerators]
     accel_memory = [_bytes(acc[0].get("memory_bytes")) if acc else "none" for acc in accelerators]

@@ -132,12 +132,12 @@ def assemble(
     from orchestrator.bench.rundir import check_out
 
     out = Path(out).resolve()
-    check_out(out, force)
     run_dirs = runs_mod.expand_run_dirs([Path(p) for p in run_dirs])
     for run_dir in run_dirs:
         # --force replaces out: it must not take the runs down with it.
         if Path(run_dir).resolve().is_relative_to(out):
             raise SubmissionError(f"--out {out} contains the run directory {run_dir}", hint="choose another --out")
+    check_out(out, force)
     meta = system_meta or {}
 
     perf, acc = runs_mod.pick_runs(run_dirs)

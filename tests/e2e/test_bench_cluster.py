@@ -8,9 +8,7 @@ the sandbox's tools or a Docker engine.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -24,11 +22,10 @@ pytestmark = pytest.mark.timeout(2400)
 NAME = "e2e-bench"
 
 
-def orch(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+def orch(*args: str, env: dict | None = None, timeout: int = 900, faults: dict | None = None) -> subprocess.CompletedProcess:
+    from tests.helpers.cli import orch as run
+
+    return run(*args, env=env, timeout=timeout, faults=faults)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +54,8 @@ def cluster(cpu_image, tmp_path_factory):
         assert load_state(NAME) is None
 
 
-def bench(cluster, *args: str, env: dict | None = None) -> dict:
-    proc = orch("bench", "-i", str(cluster["inventory"]), "--json", *args, env=env)
+def bench(cluster, *args: str, env: dict | None = None, faults: dict | None = None) -> dict:
+    proc = orch("bench", "-i", str(cluster["inventory"]), "--json", *args, env=env, faults=faults)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout)
 
@@ -72,13 +69,15 @@ def test_performance_and_accuracy_across_three_nodes(cluster):
     assert all(n["samples"] > 0 for n in perf["per_node"])
     assert sum(n["samples"] for n in perf["per_node"]) == perf["count"]
     assert perf["samples_per_second"] > 0
-    assert json.loads((folder / "perf" / "run.json").read_text())["complete"] is True
+    on_disk = json.loads((folder / "perf" / "run.json").read_text())
+    assert on_disk["record"] == "run" and on_disk["workers"] == 3 and on_disk["nodes"] == 3
 
     acc = bench(cluster, "--mode", "accuracy", "--out", str(folder / "acc"))
     local = orch("bench", "--mode", "accuracy", "--json", "--out", str(folder / "acc-local"))
     assert local.returncode == 0, local.stderr[-3000:]
     # Same model and data: the cluster scores exactly what one local worker scores.
-    assert (acc["exact_match"], acc["f1"]) == (json.loads(local.stdout)["exact_match"], json.loads(local.stdout)["f1"])
+    here = json.loads(local.stdout)["accuracy"]
+    assert (acc["accuracy"]["exact_match"], acc["accuracy"]["f1"]) == (here["exact_match"], here["f1"])
     assert (folder / "acc" / "accuracy.txt").read_text().startswith('{"exact_match": ')
 
 
@@ -86,11 +85,16 @@ def test_submission_from_the_cluster_has_three_nodes(cluster):
     from orchestrator.submission.runs import pick_runs  # noqa: F401  (the module the tree is checked with)
 
     out = cluster["folder"] / "sub"
-    result = bench(cluster, "--mode", "submission", "--submitter", "SCCTeam", "--system-name", "sandbox3", "--out", str(out))
+    # --system-meta is read on the controller and its content reaches the driver on the head.
+    meta = cluster["folder"] / "meta.yaml"
+    meta.write_text("cooling: liquid\nhost_networking: 100G InfiniBand\nstatus: preview\n")
+    result = bench(cluster, "--mode", "submission", "--submitter", "SCCTeam", "--system-name", "sandbox3",
+                   "--system-meta", str(meta), "--out", str(out))
     tarball = Path(result["submission"]["tarball"])
     assert tarball.is_file() and tarball.is_relative_to(out)
     system = json.loads((out / "submission" / "open" / "SCCTeam" / "systems" / "sandbox3.json").read_text())
     assert system["number_of_nodes"] == "3"
+    assert (system["cooling"], system["host_networking"], system["status"]) == ("liquid", "100G InfiniBand", "preview")
     with tarfile.open(tarball) as tar:
         names = tar.getnames()
     assert "open/SCCTeam/results/sandbox3/bert-99/Offline/accuracy/accuracy.txt" in names
@@ -138,10 +142,10 @@ def test_node_container_killed_mid_run_completes_on_the_others(cluster):
     out = cluster["folder"] / "lost"
     # Slow chunks (test hook) so that the run lasts well past the kill.
     result = bench(cluster, "--mode", "accuracy", "--chunk-size", "2", "--out", str(out),
-                   env={"ORCH_TEST_CHUNK_DELAY": "1.5"})
+                   faults={"chunk_delay": 1.5})
     thread.join(timeout=30)
     assert killed.is_set()
-    assert [a["node"] for a in result["lost_actors"]] == ["node3"]
+    assert [a["node"] for a in result["lost_workers"]] == ["node3"]
     assert result["rerun_samples"] > 0
     assert sum(n["samples"] for n in result["per_node"]) == result["count"]
     raw = json.loads((out / "mlperf_log_accuracy.json").read_text())

