@@ -121,3 +121,68 @@ def test_valid_run_without_target_qps_calibrates_first_with_a_long_enough_run(mo
     # Not kept (the fake said so), so it is used once and said so; with the margin that errs long.
     assert target.source == "calibration" and target.value == pytest.approx(42.0 * calibration.MARGIN)
     assert "not kept" in target.detail
+
+
+def _record(**changes):
+    from orchestrator.records import RunRecord, TargetQps
+
+    base = dict(
+        orch_version="0", command="orch bench", scenario="Offline", mode="performance", execution="valid",
+        backend="onnxruntime", backends=["onnxruntime"], model="demo", model_path="/m", vocab_path="/v",
+        dataset_path="/d", dataset_sha256="d", features_key="k", total_sample_count=10833, count=10833,
+        target_qps=TargetQps(value=10.0, source="calibration"), samples_per_second=50.0, samples_per_second_source="loadgen",
+        result_valid=False, invalid_reasons=["Min duration satisfied"], loadgen_errors=[], system="h", nodes=1,
+        workers=1, per_node=[], lost_workers=[], rerun_samples=0, issued_samples=10833, startup_seconds=1.0,
+        dispatch_seconds=216.0, started_at="t", finished_at="t",
+    )
+    return RunRecord(**{**base, **changes})
+
+
+def _valid_job(tmp_path, **conf):
+    from orchestrator.records import RunJob
+
+    top = tmp_path / ".run.partial"
+    top.mkdir()
+    (top / ".orch-run.json").write_text("{}")
+    return RunJob(conf=cfg.BenchConfig(execution="valid", target_qps=10.0, **conf), mode="performance", run_dir=str(top))
+
+
+def test_a_valid_run_too_short_for_600_s_is_run_again_once_sized_from_what_it_measured(monkeypatch, tmp_path):
+    from orchestrator.bench import calibration, runner
+
+    jobs = []
+
+    def fake_child(job, live):
+        jobs.append(job)
+        (Path(job.run_dir) / "mlperf_log_summary.txt").write_text(f"attempt {len(jobs)}\n")
+        if len(jobs) == 1:
+            return _record()
+        return _record(result_valid=True, invalid_reasons=[], rerun=job.rerun, target_qps=job.target)
+
+    monkeypatch.setattr(runner, "_in_child", fake_child)
+    job = _valid_job(tmp_path)
+    record = runner._valid_performance(job, None, None, None, Path(job.run_dir))
+    assert len(jobs) == 2 and record.result_valid is True
+    again = jobs[1]
+    assert again.conf.is_rerun and again.target.source == "rerun"
+    assert again.target.value == pytest.approx(50.0 * calibration.MARGIN)
+    assert record.rerun.first_target_qps == 10.0 and record.rerun.first_result == "INVALID (min duration satisfied: no)"
+    # The first attempt is kept, whole, beside the new one.
+    first = Path(job.run_dir) / "first-attempt"
+    assert (first / "mlperf_log_summary.txt").read_text() == "attempt 1\n"
+    assert (Path(job.run_dir) / "mlperf_log_summary.txt").read_text() == "attempt 2\n"
+    assert (Path(job.run_dir) / ".orch-run.json").is_file()
+
+
+@pytest.mark.parametrize("changes", [
+    {"result_valid": True, "invalid_reasons": []},
+    {"invalid_reasons": ["Min duration satisfied", "Early stopping satisfied"]},  # not only a sizing problem
+])
+def test_a_valid_run_is_not_run_again_for_what_a_larger_query_cannot_fix(monkeypatch, tmp_path, changes):
+    from orchestrator.bench import runner
+
+    jobs = []
+    monkeypatch.setattr(runner, "_in_child", lambda job, live: jobs.append(job) or _record(**changes))
+    job = _valid_job(tmp_path)
+    runner._valid_performance(job, None, None, None, Path(job.run_dir))
+    assert len(jobs) == 1
