@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import http.client
 import os
 import re
@@ -24,6 +23,7 @@ import shutil
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -180,11 +180,9 @@ def artifact_path(name: str, cache_dir: Path | str | None = None, *, artifacts: 
 
 
 def _digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
+    from orchestrator.fileio import sha256_file
+
+    return sha256_file(path, algorithm)
 
 
 def _check(artifact: Artifact, path: Path) -> tuple[str, str, str] | None:
@@ -293,6 +291,13 @@ def _one_request(artifact: Artifact, part: Path, bar: _Bar, task: object) -> Non
         ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if _permanent(reason):
+            # No name, or nothing listening: trying again in seconds changes nothing.
+            host = urllib.parse.urlsplit(artifact.url).hostname
+            raise OrchError(
+                f"downloading {artifact.name} failed: cannot reach {host} ({_describe(reason)})",
+                hint="check this machine's network and DNS, or copy the files here and use: orch fetch --from DIR",
+            ) from None
         raise _Interrupted(f"cannot connect to {artifact.url}: {reason}") from None
     with response:
         mode = "ab"
@@ -328,6 +333,23 @@ def _one_request(artifact: Artifact, part: Path, bar: _Bar, task: object) -> Non
             raise _Interrupted(f"connection to {artifact.url} ended after {offset + received} of {total} bytes")
 
 
+def _permanent(reason: object) -> bool:
+    """A connection error that a retry cannot fix: no such host, or connection refused."""
+    import socket
+
+    return isinstance(reason, (socket.gaierror, ConnectionRefusedError))
+
+
+def _describe(reason: object) -> str:
+    import socket
+
+    if isinstance(reason, socket.gaierror):
+        return f"the name does not resolve: {reason.strerror or reason}"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    return str(reason)
+
+
 def _download(artifact: Artifact, dest: Path, bar: _Bar) -> None:
     part = dest.with_name(dest.name + ".part")
     done = part.stat().st_size if part.exists() else 0
@@ -342,9 +364,12 @@ def _download(artifact: Artifact, dest: Path, bar: _Bar) -> None:
         except _Interrupted as exc:
             last = str(exc)
     else:
+        kept = part.stat().st_size if part.exists() else 0
+        again = (f"run orch fetch {artifact.name} again to resume from {part} ({kept} bytes kept)" if kept
+                 else f"run orch fetch {artifact.name} again")
         raise OrchError(
             f"downloading {artifact.name} failed after {RETRIES + 1} tries: {last}",
-            hint=f"run orch fetch {artifact.name} again to resume from {part}, or use: orch fetch --from DIR",
+            hint=f"{again}, or use: orch fetch --from DIR",
         )
     _verify_or_delete(
         artifact, part, artifact.url, hint=f"run: orch fetch {artifact.name} to download it again, or use --from DIR"
@@ -355,13 +380,33 @@ def _download(artifact: Artifact, dest: Path, bar: _Bar) -> None:
 @contextlib.contextmanager
 def _locked(dest: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<dest>.lock``: two fetches into one cache must not
-    append to the same ``.part`` (the second waits, then finds the file present)."""
-    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    append to the same ``.part`` (the second waits, then finds the file present).
+
+    The lock file is removed when released. A waiter that then holds a lock on
+    the removed file sees that its inode is gone from the path and takes the
+    lock again, on the path's current file.
+    """
+    path = dest.with_name(dest.name + ".lock")
+    while True:
+        lock = open(path, "a")
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(lock.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+        except BaseException:
+            lock.close()
+            raise
+        lock.close()  # the holder before us removed it: lock the path's file now
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
 
 
 def _present(artifact: Artifact, dest: Path) -> bool:

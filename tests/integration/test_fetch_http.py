@@ -209,7 +209,7 @@ def test_checksum_mismatch_raises_and_leaves_no_file(server, tmp_path):
     assert err.value.expected == wrong
     assert err.value.actual == hashlib.sha256(body).hexdigest()
     assert f"blob.bin from {server.base}/blob.bin has sha256 " in str(err.value)
-    assert [p.name for p in (tmp_path / "blob").iterdir()] == ["blob.bin.lock"]
+    assert [p.name for p in (tmp_path / "blob").iterdir()] == []  # no file, no lock left
 
 
 def test_concurrent_fetches_of_one_file_download_it_once(server, tmp_path):
@@ -280,11 +280,42 @@ def test_server_errors_are_retried(server, tmp_path, monkeypatch):
     assert [status for _, _, status in server.requests] == [503, 503]
 
 
-def test_unreachable_server_fails_after_retries(tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch_mod, "RETRIES", 1)
+def test_refused_connection_fails_at_once_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "RETRY_WAIT_S", 30.0)  # a retry would be seen in the time taken
     table = {"blob": Artifact("blob", "blob.bin", "http://127.0.0.1:9/blob.bin", "0" * 64, None, "nowhere")}
-    with pytest.raises(OrchError, match="failed after 2 tries: cannot connect to http://127.0.0.1:9/blob.bin"):
+    calls = []
+    real = fetch_mod.urllib.request.urlopen
+    monkeypatch.setattr(fetch_mod.urllib.request, "urlopen", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with pytest.raises(OrchError) as err:
         fetch(["blob"], cache_dir=tmp_path, artifacts=table, progress=False)
+    assert str(err.value).startswith("downloading blob failed: cannot reach 127.0.0.1 (connection refused)")
+    assert "resume" not in str(err.value) and len(calls) == 1
+    assert list((tmp_path / "blob").iterdir()) == []  # no .part, no .lock
+
+
+def test_a_name_that_does_not_resolve_fails_at_once(tmp_path, monkeypatch):
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise fetch_mod.urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    calls = []
+    monkeypatch.setattr(fetch_mod.urllib.request, "urlopen", lambda *a, **k: calls.append(1) or no_dns())
+    table = {"blob": Artifact("blob", "blob.bin", "https://zenodo.example/blob.bin", "0" * 64, None, "nowhere")}
+    with pytest.raises(OrchError, match=r"cannot reach zenodo.example \(the name does not resolve"):
+        fetch(["blob"], cache_dir=tmp_path, artifacts=table, progress=False)
+    assert len(calls) == 1
+
+
+def test_dropped_connections_are_retried_and_the_message_names_the_kept_part(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "RETRIES", 1)
+    monkeypatch.setattr(fetch_mod, "RETRY_WAIT_S", 0.0)
+    body = _payload(200_000)
+    table = {"blob": _artifact(server, body)}
+    server.mode = "busy"
+    with pytest.raises(OrchError) as err:
+        fetch(["blob"], cache_dir=tmp_path, artifacts=table, progress=False)
+    assert "resume from" not in str(err.value)  # nothing was kept, so nothing to resume
 
 
 def test_cli_downloads_what_a_model_needs(server, tmp_path, monkeypatch, capsys):

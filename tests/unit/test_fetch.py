@@ -107,7 +107,7 @@ def test_import_mismatch_raises_and_leaves_no_file(tmp_path):
     assert err.value.expected == hashlib.sha256(payload).hexdigest()
     assert err.value.actual == hashlib.sha256(b"the fake thing").hexdigest()
     assert "thing.bin" in str(err.value) and "\n" not in str(err.value)
-    assert [p.name for p in (tmp_path / "c").rglob("*thing.bin*")] == ["thing.bin.lock"]
+    assert [p.name for p in (tmp_path / "c").rglob("*thing.bin*")] == []  # no file, no lock left
     assert (src / "thing.bin").exists()  # the user's file is never deleted
 
 
