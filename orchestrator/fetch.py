@@ -247,8 +247,11 @@ class _Bar:
             self._progress.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type, *exc: object) -> None:
         if self._progress is not None:
+            if exc_type is not None:
+                # A failed or interrupted fetch: clear the bars, the error line says it all.
+                self._progress.live.transient = True
             self._progress.stop()
 
     def task(self, description: str, total: int | None, done: int) -> object:
