@@ -108,11 +108,24 @@ def check_backend(name: str, *, installed: bool = True) -> None:
             hint=f"choose one of: {', '.join(available_backends())}",
         )
     package = RUNTIME_PACKAGES.get(name)
-    if installed and package and importlib.util.find_spec(package) is None:
+    if not installed or not package:
+        return
+    if importlib.util.find_spec(package) is None:
         raise BackendError(
             f"backend {name!r} needs the package {package}, which is not installed here",
             hint=f"install it with: {INSTALL_HINTS.get(name, 'pip install orch')}",
         )
+    if name == "onnxruntime-cuda":
+        # Refused now rather than by every worker once Ray is up (never a CPU fallback).
+        import onnxruntime
+
+        available = onnxruntime.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise BackendError(
+                f"backend 'onnxruntime-cuda': onnxruntime {onnxruntime.__version__} here has no CUDAExecutionProvider "
+                f"(available: {', '.join(available)})",
+                hint=f"install {INSTALL_HINTS[name]}, or use --backend onnxruntime",
+            )
 
 
 def get_backend(name: str) -> Backend:

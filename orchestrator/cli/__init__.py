@@ -71,7 +71,7 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version."),
-    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Ray's logs (before or after the command name)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Ray's logs (before or after the command name)."),
 ) -> None:
     """orch: MLPerf Inference BERT-99 (Offline) on one machine or a whole cluster.
 
@@ -107,7 +107,15 @@ def _click_modules() -> list[ModuleType]:
 
 
 def _exceptions(attr: str) -> tuple[type[BaseException], ...]:
-    return tuple(getattr(m.exceptions, attr) for m in _click_modules() if hasattr(m.exceptions, attr))
+    """``attr`` (Exit, Abort, ClickException, UsageError) of every click, and typer's own where it has one."""
+    found = [getattr(m.exceptions, attr) for m in _click_modules() if hasattr(m.exceptions, attr)]
+    try:  # typer 0.29 raises its own Exit/Abort (typer.exceptions), e.g. Exit(130) for Ctrl-C
+        own = importlib.import_module("typer.exceptions")
+        if isinstance(getattr(own, attr, None), type):
+            found.append(getattr(own, attr))
+    except ImportError:
+        pass
+    return tuple(dict.fromkeys(found))
 
 
 def _strip_debug(args: list[str]) -> tuple[list[str], bool]:
@@ -160,9 +168,19 @@ def main(argv: list[str] | None = None, *, faults=None, handle_signals: bool | N
         error_line(str(exc))
         return exc.exit_code
     except exit_types as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            # typer turns Ctrl-C into a silent Exit(130): say what happened.
+            if state.debug:
+                traceback.print_exception(exc.__cause__)
+            error_line("interrupted (Ctrl-C)")
+            return 130
         return exc.exit_code
     except usage_types as exc:
         exc.show()
+        if getattr(exc, "ctx", None) is None and isinstance(exc, _exceptions("UsageError")):
+            # Raised before a command context existed: click shows no usage hint then.
+            words = [a for a in args if not a.startswith("-")][:1]
+            sys.stderr.write(f"Try 'orch {' '.join(words + ['--help'])}' for help.\n")
         return exc.exit_code if isinstance(getattr(exc, "exit_code", None), int) and exc.exit_code else 2
     except abort_types + (KeyboardInterrupt,):
         if state.debug:
@@ -177,6 +195,11 @@ def main(argv: list[str] | None = None, *, faults=None, handle_signals: bool | N
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if result == 130:
+        # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns
+        # that code without a word (orch's commands return nothing themselves).
+        error_line("interrupted (Ctrl-C)")
+        return 130
     return result if isinstance(result, int) else 0
 
 
