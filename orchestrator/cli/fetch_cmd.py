@@ -36,6 +36,7 @@ def fetch_command(
         show_default=False,
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (name -> path) instead of lines."),
 ) -> None:
     """Download (or import with --from) the MLPerf BERT-large models, vocab.txt and SQuAD dev-v1.1.json.
 
@@ -46,9 +47,12 @@ def fetch_command(
     if from_dir is not None:
         paths = import_from(from_dir, wanted, cache_dir=cache_dir)
     else:
-        paths = fetch(wanted, cache_dir=cache_dir, progress=progress)
-    from rich.console import Console
+        paths = fetch(wanted, cache_dir=cache_dir, progress=progress and not as_json)
+    import json
+    import sys
 
-    console = Console(highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps({"files": {name: str(path) for name, path in zip(wanted, paths)}}, indent=2))
+        return
     for name, path in zip(wanted, paths):
-        console.print(f"{name}: {path}")
+        sys.stdout.write(f"{name}: {path}\n")  # whole paths, never folded
