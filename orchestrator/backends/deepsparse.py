@@ -151,6 +151,7 @@ class DeepSparseBackend(Backend):
             BackendError: deepsparse is missing, or threads/batch_size are invalid.
         """
         from orchestrator.backends import deepsparse_graph as graph
+        from orchestrator.fileio import cached_sha256
         from orchestrator.backends.onnxruntime import INPUT_NAMES, check_interface
 
         self._deepsparse = _import_deepsparse()
@@ -174,7 +175,7 @@ class DeepSparseBackend(Backend):
         order = [v.name for v in view.get_inputs()]
         self.input_order = [INPUT_NAMES.index(name) for name in order]
         self.model_path = path
-        self.model_sha256 = graph.file_sha256(path)
+        self.model_sha256 = cached_sha256(path)
         self.threads = threads
         self.batch_size = batch_size
         self.engines.clear()

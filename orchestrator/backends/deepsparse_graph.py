@@ -25,7 +25,6 @@ Only ``onnx`` is needed (1.14 or newer), so this is tested without deepsparse.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tempfile
@@ -42,15 +41,6 @@ INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 # protobuf's hard limit is 2 GiB; keep a margin before moving weights to a side file.
 _INLINE_LIMIT = 1_800_000_000
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepared_path(model_path: Path, model_sha256: str, batch_size: int, seq_length: int, cache_dir: Path | None = None) -> Path:

@@ -16,7 +16,6 @@ counts say so; the reference would instead score every unanswered question as 0.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import string
@@ -280,15 +279,6 @@ def read_accuracy_log(path: Path) -> dict[int, np.ndarray]:
 def score_accuracy_log(path: Path, features) -> AccuracyResult:
     """Score a loadgen accuracy log against ``features`` (see ``score_logits``)."""
     return score_logits(features, read_accuracy_log(path))
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file (for the ``hash=`` line of accuracy.txt)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def accuracy_line(result: AccuracyResult) -> str:

@@ -12,6 +12,8 @@ The Docker tier runs the same comparison inside the ``cpu-deepsparse`` image
 
 from __future__ import annotations
 
+from orchestrator.fileio import sha256_file
+
 import os
 
 import numpy as np
@@ -19,7 +21,6 @@ import pytest
 
 from orchestrator.backends import get_backend
 from orchestrator.backends.batching import predict
-from orchestrator.backends.deepsparse_graph import file_sha256
 
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 deepsparse = pytest.importorskip("deepsparse", reason="deepsparse is not importable here (pip install 'orch[deepsparse]', CPython <= 3.11, numpy < 2)")
@@ -48,7 +49,7 @@ def test_deepsparse_matches_onnxruntime_on_the_demo(demo, batch_size):
     from orchestrator.squad.accuracy import score_logits
 
     model_path, features = demo
-    sha_before = file_sha256(model_path)
+    sha_before = sha256_file(model_path)
     reference, _ = _logits("onnxruntime", model_path, features, batch_size)
     got, info = _logits("deepsparse", model_path, features, batch_size)
     assert len(features) % batch_size != 0  # the last batch is a partial one, padded by the backend
@@ -68,7 +69,7 @@ def test_deepsparse_matches_onnxruntime_on_the_demo(demo, batch_size):
     assert info["deepsparse"].startswith("1.8")
     assert len(info["engines"]) >= 2  # more than one length bucket was used
     # deepsparse never rewrote the model file it was given.
-    assert file_sha256(model_path) == sha_before
+    assert sha256_file(model_path) == sha_before
 
 
 def test_a_sparse_model_given_by_path_matches_onnxruntime(demo, tmp_path):

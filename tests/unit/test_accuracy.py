@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from orchestrator.fileio import sha256_file
+
 import json
 import math
 import re
@@ -21,7 +23,6 @@ from orchestrator.squad.accuracy import (
     read_accuracy_log,
     score_accuracy_log,
     score_logits,
-    sha256_of,
     write_accuracy_txt,
 )
 from orchestrator.squad.library import load_features
@@ -149,13 +150,13 @@ def test_write_accuracy_txt(tmp_path, curie):
     log = write_log(tmp_path / "mlperf_log_accuracy.json", [(0, logits_for(curie.infos[0], "cu", "##rie"))])
     result = score_accuracy_log(log, curie)
     out = tmp_path / "accuracy.txt"
-    write_accuracy_txt(out, result, log_sha256=sha256_of(log))
+    write_accuracy_txt(out, result, log_sha256=sha256_file(log))
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines[0] == json.dumps({"exact_match": result.exact_match, "f1": result.f1})
     # What the submission checker looks for.
     match = re.match(r'^\{"exact_match": ([0-9.]+), "f1": ([0-9.]+)\}$', lines[0])
     assert match and float(match.group(1)) == 100.0
-    assert lines[1] == "hash=" + sha256_of(log) and len(lines) == 2
+    assert lines[1] == "hash=" + sha256_file(log) and len(lines) == 2
     write_accuracy_txt(out, result)
     assert out.read_text(encoding="utf-8").count("\n") == 1
 

@@ -5,6 +5,8 @@ Plain onnx + onnxruntime (to check the rewrites change no output); no deepsparse
 
 from __future__ import annotations
 
+from orchestrator.fileio import sha256_file
+
 import math
 
 import numpy as np
@@ -125,7 +127,7 @@ def _bert_interface_model() -> onnx.ModelProto:
 def test_prepare_static_fixes_shapes_caches_by_sha_and_shape(tmp_path):
     source = tmp_path / "m.onnx"
     onnx.save(_bert_interface_model(), source)
-    sha = graph.file_sha256(source)
+    sha = sha256_file(source)
     cache = tmp_path / "cache"
     first = graph.prepare_static(None, source, sha, 4, 128, cache)
     assert first.parent == cache and sha[:16] in first.name and "b4-s128" in first.name
@@ -149,7 +151,7 @@ def test_prepare_static_names_an_unreadable_model(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelError, match=r"bad\.onnx") as info:
-        graph.prepare_static(None, bad, graph.file_sha256(bad), 1, 64, tmp_path / "cache")
+        graph.prepare_static(None, bad, sha256_file(bad), 1, 64, tmp_path / "cache")
     assert "\n" not in str(info.value)
 
 

@@ -113,9 +113,28 @@ def test_every_sample_answered_once_with_its_own_query_id():
 def test_faster_worker_pulls_more_chunks_and_in_flight_is_bounded():
     chunks = _chunks(300, 5)
     executor = FakeExecutor({"fast": 0.0002, "slow": 0.002})
+    in_flight = collections.Counter()
+    most = collections.Counter()
+    real_submit, real_result = executor.submit, executor.result
+    owner = {}
+
+    def submit(worker, chunk):
+        handle = real_submit(worker, chunk)
+        owner[handle] = worker
+        in_flight[worker] += 1
+        most[worker] = max(most[worker], in_flight[worker])
+        return handle
+
+    def result(handle):
+        in_flight[owner[handle]] -= 1
+        return real_result(handle)
+
+    executor.submit, executor.result = submit, result
     report, answered, _, _ = _run(executor, ["fast", "slow"], chunks, in_flight=2)
     assert report.workers["fast"].chunks > 2 * report.workers["slow"].chunks
     assert len(answered) == 300
+    # Never more than in_flight chunks queued on a worker, and the bound was reached.
+    assert max(most.values()) == 2 and set(most) == {"fast", "slow"}
 
 
 def test_lost_worker_chunks_are_rerun_by_the_others():
