@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -150,3 +151,41 @@ def test_node_container_killed_mid_run_completes_on_the_others(cluster):
     assert sum(n["samples"] for n in result["per_node"]) == result["count"]
     raw = json.loads((out / "mlperf_log_accuracy.json").read_text())
     assert sorted(entry["qsl_idx"] for entry in raw) == list(range(result["count"]))
+
+
+def test_ctrl_c_on_the_controller_stops_the_driver_on_the_head(cluster, tmp_path):
+    """Ctrl-C here: exit 130, the driver in the head container stops too, what it wrote comes back as failed."""
+    import os
+    import signal
+
+    from orchestrator.inventory import load_inventory
+    from orchestrator.ssh import ParamikoTransport
+    from tests.helpers.cli import ROOT
+
+    inv = load_inventory(cluster["inventory"])
+    head = inv.head_node
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "tests.helpers.orch_with_faults", json.dumps({"chunk_delay": 1.5}),
+               "bench", "-i", str(cluster["inventory"]), "--mode", "accuracy", "--chunk-size", "2", "--out", "stopped"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    with ParamikoTransport.from_inventory(inv) as transport:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if transport.run(head.name, f"ls {head.data_dir}/runs/.*.partial/user.conf").returncode == 0:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 130, stderr[-3000:]
+        errors = [line for line in stderr.splitlines() if line.startswith("orch: error:")]
+        assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+        failed = sorted(tmp_path.glob("stopped.failed-*"))
+        assert len(failed) == 1 and not list(failed[0].rglob("run.json"))
+        assert (failed[0] / "mlperf_log_detail.txt").is_file()  # what the driver wrote came back
+        # The driver is gone from the head container, and so are its workers' chunks.
+        drivers = transport.run(head.name, f"docker exec {inv.container_name(head)} pgrep -f 'orch driver'")
+        assert drivers.returncode == 1, drivers.stdout
+        result = transport.run(head.name, f"cat {head.data_dir}/runs/*.result.json")
+        assert '"ok": false' in result.stdout and "Interrupted" in result.stdout
