@@ -119,13 +119,9 @@ def check_backend(name: str, *, installed: bool = True) -> None:
         # Refused now rather than by every worker once Ray is up (never a CPU fallback).
         import onnxruntime
 
-        available = onnxruntime.get_available_providers()
-        if "CUDAExecutionProvider" not in available:
-            raise BackendError(
-                f"backend 'onnxruntime-cuda': onnxruntime {onnxruntime.__version__} here has no CUDAExecutionProvider "
-                f"(available: {', '.join(available)})",
-                hint=f"install {INSTALL_HINTS[name]}, or use --backend onnxruntime",
-            )
+        from orchestrator.backends.onnxruntime import OnnxRuntimeCudaBackend
+
+        OnnxRuntimeCudaBackend()._check_providers(onnxruntime)
 
 
 def get_backend(name: str) -> Backend:

@@ -27,7 +27,7 @@ from typing import Any
 from orchestrator.bench import config as cfg
 from orchestrator.bench.cluster import PROFILE_BACKENDS
 from orchestrator.bench.driver import config_path, pid_path, result_path
-from orchestrator.bench.rundir import RunDir, check_out
+from orchestrator.bench.rundir import RunDir, check_out, repoint
 from orchestrator.bench.runner import default_out
 from orchestrator.bench.session import as_interrupt
 from orchestrator.bench.view import PROGRESS_PREFIX, RemoteProgress
@@ -215,17 +215,7 @@ def _fetch(inventory, transport, remote_dir: str, local_dir: Path) -> None:
 
 def _relocate(summary: dict[str, Any], remote_out: str, out: Path, command: str) -> dict[str, Any]:
     """Point the summary's run directories at the local copy."""
-
-    def fix(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith(remote_out):
-            return str(out) + value[len(remote_out):]
-        if isinstance(value, dict):
-            return {k: fix(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [fix(v) for v in value]
-        return value
-
-    local = fix(summary)
+    local = repoint(summary, remote_out, str(out))
     local["controller_command"] = command
     local["remote_run_dir"] = remote_out
     return local

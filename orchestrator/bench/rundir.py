@@ -141,3 +141,14 @@ class RunDir:
         self.path.rename(failed)
         self.path = failed
         return failed
+
+
+def repoint(value, old: str, new: str):
+    """``value`` (nested dicts and lists of a summary) with every path under ``old`` moved under ``new``."""
+    if isinstance(value, str) and (value == old or value.startswith(old.rstrip("/") + "/")):
+        return new + value[len(old):]
+    if isinstance(value, dict):
+        return {k: repoint(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [repoint(v, old, new) for v in value]
+    return value

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from orchestrator.bench import calibration
 from orchestrator.bench import config as cfg
 from orchestrator.bench.placement import placement_for
-from orchestrator.bench.rundir import RunDir
+from orchestrator.bench.rundir import RunDir, repoint
 from orchestrator.bench.session import Session, as_interrupt, layout_of
 from orchestrator.errors import Interrupted, OrchError, RunError
 from orchestrator.records import BenchConfig, Faults, Rerun, RunJob, RunRecord, TargetQps
@@ -96,18 +96,7 @@ def run_bench(
 
 def _moved(summary: dict[str, Any], partial_path: Path, final: Path) -> dict[str, Any]:
     """Point the summary's paths from the partial folder at the committed one."""
-    partial = str(partial_path)
-
-    def fix(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith(partial):
-            return str(final) + value[len(partial):]
-        if isinstance(value, dict):
-            return {k: fix(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [fix(v) for v in value]
-        return value
-
-    return fix(summary)
+    return repoint(summary, str(partial_path), str(final))
 
 
 def _single(job: RunJob, inputs, placement, live) -> dict[str, Any]:
