@@ -169,6 +169,8 @@ class Session:
         stop = threading.Event()
 
         def dispatch(chunks, on_complete):
+            progress.total = sum(len(c) for c in chunks)  # the query loadgen issued (samples repeat in a valid run)
+
             def done(chunk, answer, worker):
                 on_complete(chunk, answer, worker)
                 progress.chunk_done(worker, len(chunk), answer.seconds)
