@@ -187,6 +187,7 @@ class Session:
 
     def run(self, mode: str, out: Path, *, live: Callable[[Progress], Any] | None = None) -> dict[str, Any]:
         """One loadgen run in ``mode`` written to ``out``; returns the run.json content."""
+        from orchestrator.bench.timeline import TimelineRecorder
         from orchestrator.bench.workers import RayExecutor
 
         conf = self.conf
@@ -204,21 +205,28 @@ class Session:
         progress = Progress(count, [(s.worker, s.node) for s in self.slots], f"{mode} ({'TEST MODE, not valid for submission' if conf.execution == 'test' else 'valid mode'})")
         lost: list[dict[str, Any]] = []
         executor = RayExecutor(self.actors, return_logits=(mode == "accuracy"))
+        timeline = TimelineRecorder.for_run(tmp, slots=self.slots, infos=self.infos, backend=conf.backend,
+                                            lengths=self.inputs.lengths, mode=mode, execution=conf.execution, count=count)
 
         def dispatch(chunks, on_complete):
+            timeline.query_issued(chunks)
+
             def done(chunk, answer, worker):
                 on_complete(chunk, answer, worker)
+                timeline.completed(chunk, answer, worker)
                 progress.chunk_done(worker, len(chunk), answer.seconds)
 
             def lost_worker(worker, reason, requeued):
+                timeline.worker_lost(worker, reason, requeued)
                 progress.worker_lost(worker)
 
             return Dispatcher(
-                executor, list(self.actors), on_complete=done, on_worker_lost=lost_worker
+                executor, list(self.actors), on_complete=done, on_worker_lost=lost_worker, on_submit=timeline.submitted
             ).run(chunks)
 
         stop_view = live(progress) if live else None
         try:
+            timeline.loadgen_started()
             outcome = run_loadgen(
                 run_dir=tmp,
                 user_conf=conf_path,
@@ -229,8 +237,10 @@ class Session:
                 dispatch=dispatch,
             )
         finally:
+            timeline.loadgen_finished()
             if stop_view:
                 stop_view()
+        timeline.close(error=outcome.error)
         if outcome.error is not None:
             failed = _mark_failed(tmp, out)
             err = outcome.error
