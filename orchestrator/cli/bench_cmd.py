@@ -44,6 +44,7 @@ def bench(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Ray's logs."),
     cluster_nodes: Optional[str] = typer.Option(None, "--cluster-nodes", hidden=True, help="(internal) on a deployed head: the nodes to use."),
     progress: Optional[str] = typer.Option(None, "--progress", hidden=True, help="(internal) jsonl: progress as JSON lines on stderr."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html into the run directory."),
 ) -> None:
     """Run MLPerf BERT-99 Offline: one loadgen SUT, the query sharded over Ray workers."""
     from orchestrator.bench.config import BenchConfig
@@ -79,6 +80,7 @@ def bench(
         from orchestrator.bench.on_cluster import run_on_inventory
 
         summary = run_on_inventory(conf, inventory, live=True, debug=state.debug or debug)
+        _report(summary, no_report)
         _print(summary, as_json)
         return
     if as_json:
@@ -87,7 +89,16 @@ def bench(
             summary = run_bench(conf, debug=state.debug or debug, live=live)
     else:
         summary = run_bench(conf, debug=state.debug or debug, live=live)
+    # On a cluster's head the controller makes the report, from the copied-back run directory.
+    _report(summary, no_report or conf.cluster_nodes is not None)
     _print(summary, as_json)
+
+
+def _report(summary: dict, skip: bool) -> None:
+    if not skip:
+        from orchestrator.cli.report_cmd import report_after_bench
+
+        summary["report"] = report_after_bench(summary, command=summary.get("controller_command"))
 
 
 def _print(summary: dict, as_json: bool) -> None:
@@ -103,6 +114,8 @@ def _print(summary: dict, as_json: bool) -> None:
         sub = summary["submission"]
         verdict = "valid" if sub["valid"] else "NOT valid (" + "; ".join(sub["invalid_reasons"]) + ")"
         console.print(f"submission: {sub['tarball']} ({verdict})")
+    if summary.get("report"):
+        console.print(f"report: {summary['report']}", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
