@@ -167,7 +167,8 @@ def balance(an: Analysis, prefix: str = ""):
     from matplotlib.patches import Patch
 
     left.legend(handles=[Patch(color="#1f77b4", label="samples done"), Patch(color="#ff7f0e", label="capacity (samples per busy s)"),
-                         Patch(color="#bbbbbb", label="CPUs / GPUs")], fontsize=7, loc="lower right")
+                         Patch(color="#bbbbbb", label="CPUs / GPUs")], fontsize=7, loc="upper center",
+                bbox_to_anchor=(0.5, -0.2), ncols=3, frameon=False)
     left.grid(axis="x", alpha=0.3)
     colors = node_colors(an.nodes)
     lanes = an.lanes
@@ -175,10 +176,13 @@ def balance(an: Analysis, prefix: str = ""):
         y = len(lanes) - 1 - row
         idle = an.idle_at_end.get(lane.worker)
         if idle is None:
-            right.text(0, y, " lost", va="center", color=LOST_COLOR, fontsize=9, gid=gid(prefix, "idle", lane.worker))
+            right.text(0.02, y, "lost", va="center", color=LOST_COLOR, fontsize=9, gid=gid(prefix, "idle", lane.worker),
+                       transform=right.get_yaxis_transform())
         else:
             right.barh(y, idle, color=colors[lane.node], height=0.6, gid=gid(prefix, "idle", lane.worker))
     right.set_yticks(range(len(lanes)), [lane.worker for lane in reversed(lanes)])
+    right.set_ylim(-0.6, len(lanes) - 0.4)
+    right.set_xlim(left=0)
     right.set_xlabel("seconds idle before the last answer")
     right.set_title("Idle at the end")
     right.grid(axis="x", alpha=0.3)
