@@ -1,10 +1,10 @@
 """The run's timeline: every chunk's hand-out, compute and return, written as the run goes.
 
 ``timeline.jsonl`` in the run directory is JSON lines: a header record, then
-one record per event, each written and flushed to the kernel at once (the
-file is line-buffered), so a run that fails or is killed keeps the timeline
-of what it did; only the line being written at the kill can be cut short,
-and the reader skips it. A machine crash can lose the last lines (no fsync:
+one record per event, each answer, loss and loadgen mark flushed to the
+kernel at once (hand-outs go with the next answer), so a run that fails or
+is killed keeps the timeline of what it did; only the line being written at
+the kill can be cut short, and the reader skips it. A machine crash can lose the last lines (no fsync:
 that would cost a disk flush per chunk).
 
 Format (``version`` 1). The header::
@@ -75,11 +75,13 @@ class TimelineRecorder:
     def __init__(self, path: Path, *, workers: list[dict[str, Any]], lengths: Any, **meta: Any) -> None:
         self.path = Path(path)
         self._lengths = np.asarray(lengths)
+        self._lengths_list = self._lengths.tolist()  # small chunks: list indexing beats numpy's per-call overhead
         self._lock = threading.Lock()
         self._requeued: set[int] = set()
+        self._names: dict[str, str] = {}
         self._closed = False
         self.t0 = time.time()
-        self._file = open(self.path, "x", buffering=1, encoding="utf-8")
+        self._file = open(self.path, "x", encoding="utf-8")
         header = {"format": FORMAT, "version": VERSION, "t0": self.t0, "driver_host": socket.gethostname(), **meta}
         header["workers"] = workers
         self._write(header)
@@ -105,19 +107,27 @@ class TimelineRecorder:
     def _now(self) -> float:
         return round(time.time() - self.t0, 6)
 
-    def _write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+    def _write(self, record: dict[str, Any] | str, flush: bool = True) -> None:
+        line = record if isinstance(record, str) else json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
             if self._closed:
                 return
             try:
                 self._file.write(line)
+                if flush:
+                    self._file.flush()
             except (OSError, ValueError) as exc:
                 self._closed = True
                 sys.stderr.write(f"orch: warning: the timeline {self.path} stopped recording: {exc}\n")
 
     def _event(self, kind: str, **fields: Any) -> None:
         self._write({"e": kind, "t": self._now(), **fields})
+
+    def _name(self, worker: str) -> str:
+        quoted = self._names.get(worker)
+        if quoted is None:
+            quoted = self._names[worker] = json.dumps(worker)
+        return quoted
 
     def loadgen_started(self) -> None:
         """Loadgen's StartTest is about to be called."""
@@ -131,25 +141,39 @@ class TimelineRecorder:
         """The Offline query, cut into ``chunks``, reached the dispatcher."""
         self._event("query", samples=sum(len(c) for c in chunks), chunks=len(chunks))
 
+    # The two per-chunk records are formatted by hand (a third of json.dumps's
+    # cost): every field is a number or an already-quoted worker name.
+
     def submitted(self, chunk: Any, worker: str) -> None:
-        """Dispatcher ``on_submit`` hook."""
-        if chunk.chunk_id in self._requeued:
-            self._event("submit", c=chunk.chunk_id, w=worker, rerun=True)
-        else:
-            self._event("submit", c=chunk.chunk_id, w=worker)
+        """Dispatcher ``on_submit`` hook.
+
+        Not flushed on its own: it reaches the file with the next ``done`` (a
+        killed driver loses at most the hand-outs since its last answer).
+        """
+        rerun = ',"rerun":true' if chunk.chunk_id in self._requeued else ""
+        line = f'{{"e":"submit","t":{time.time() - self.t0:.6f},"c":{int(chunk.chunk_id)},"w":{self._name(worker)}{rerun}}}\n'
+        self._write(line, flush=False)
 
     def completed(self, chunk: Any, result: Any, worker: str) -> None:
         """Dispatcher ``on_complete`` hook: the chunk's answer is back at the driver."""
-        t = self._now()
-        lengths = self._lengths[np.asarray(chunk.sample_indices, dtype=np.int64)]
-        n = int(lengths.size)
-        span = [int(lengths.min()), round(float(lengths.mean()), 1), int(lengths.max())] if n else [0, 0.0, 0]
-        self._write({
-            "e": "done", "t": t, "c": chunk.chunk_id, "w": worker,
-            "start": round(result.started - self.t0, 6) if result.started else None,
-            "end": round(result.finished - self.t0, 6) if result.finished else None,
-            "busy": round(float(result.seconds), 6), "n": n, "len": span,
-        })  # fmt: skip
+        t = time.time() - self.t0
+        indices = chunk.sample_indices
+        n = len(indices)
+        if not n:
+            low, total, high = 0, 0, 0
+        elif isinstance(indices, np.ndarray) or n > 512:
+            lengths = self._lengths[np.asarray(indices, dtype=np.int64)]
+            low, total, high = int(lengths.min()), int(lengths.sum()), int(lengths.max())
+        else:
+            every = self._lengths_list
+            lengths = [every[i] for i in indices]
+            low, total, high = min(lengths), sum(lengths), max(lengths)
+        start = f"{result.started - self.t0:.6f}" if result.started else "null"
+        end = f"{result.finished - self.t0:.6f}" if result.finished else "null"
+        self._write(
+            f'{{"e":"done","t":{t:.6f},"c":{int(chunk.chunk_id)},"w":{self._name(worker)},"start":{start},"end":{end},'
+            f'"busy":{float(result.seconds):.6f},"n":{n},"len":[{low},{total / n if n else 0.0:.1f},{high}]}}\n'
+        )
 
     def worker_lost(self, worker: str, reason: str, requeued: Iterable[Any]) -> None:
         """Dispatcher ``on_worker_lost`` hook."""
