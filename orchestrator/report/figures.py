@@ -206,8 +206,11 @@ def lengths(an: Analysis, points: Sequence[LengthPoint], prefix: str = ""):
         t = np.array([p.t for p in mine])
         mean = np.array([p.mean for p in mine])
         err = np.array([[p.mean - p.low for p in mine], [p.high - p.mean for p in mine]])
-        left.errorbar(t, mean, yerr=err, fmt="o", markersize=3, elinewidth=0.6, color=colors[node], label=node,
-                      gid=gid(prefix, "lengths-node", node))
+        points_drawn = left.errorbar(t, mean, yerr=err, fmt="o", markersize=3, elinewidth=0.6, color=colors[node],
+                                     label=node, gid=gid(prefix, "lengths-node", node))
+        if len(points) > VECTOR_BARS_MAX:  # as for the Gantt bars: one image, not tens of thousands of paths
+            for artist in points_drawn.lines[:1] + tuple(points_drawn.lines[2]):
+                artist.set_rasterized(True)
         right.hist(mean, bins=20, weights=[p.samples for p in mine], histtype="step", linewidth=1.5,
                    color=colors[node], label=node, gid=gid(prefix, "lengths-hist", node))
     left.set_xlabel("seconds since loadgen's start")
