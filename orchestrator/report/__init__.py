@@ -88,4 +88,4 @@ def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise ReportError("orch report needs matplotlib, which is not installed", hint="pip install 'orch[report]'") from exc
+        raise ReportError("orch report needs matplotlib, which is not installed", hint="pip install 'matplotlib>=3.8' (a dependency of orch: reinstall orch to get it)") from exc
