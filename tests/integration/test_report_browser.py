@@ -150,3 +150,21 @@ def test_orch_report_compares_runs_and_reads_a_submission_directory(demo_run, tm
     assert 'id="comparison"' in dom and 'id="cmp-compare-sps-2"' in dom
     assert re.findall(r'<g id="r(\d)-gantt-lane-local-1"', dom) == ["0", "1", "2"]
     shutil.copy(out, artifacts_dir() / "report-compare.html")
+
+
+def test_a_failed_run_keeps_its_timeline_and_gets_a_report(tmp_path):
+    # The only worker SIGKILLs itself at its second chunk: the run fails, its directory stays as .failed-<time>.
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "bench", "--count", "16", "--chunk-size", "4",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ORCH_TEST_KILL_WORKER": "local-1:1"})
+    assert proc.returncode == 2 and "every worker was lost" in proc.stderr, proc.stderr[-3000:]
+    [failed] = tmp_path.glob("run.failed-*")
+    assert not (failed / "run.json").exists()
+    line = read_timeline(failed / TIMELINE_FILE)
+    assert line.ok is False and "every worker was lost" in line.ended["error"]
+    assert [c.chunk for c in line.chunks] and [loss.worker for loss in line.losses] == ["local-1"]
+    report = orch("report", str(failed))
+    assert report.returncode == 0, report.stderr
+    page = (failed / "report.html").read_text()
+    assert "This run did not complete: every worker was lost" in page and 'id="r0-gantt-lost-local-1"' in page
