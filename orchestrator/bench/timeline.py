@@ -82,7 +82,8 @@ class TimelineRecorder:
         self._names: dict[str, str] = {}
         self._closed = False
         self.t0 = time.time()
-        self._file = open(self.path, "x", encoding="utf-8")
+        # "w": a run that reuses its folder (a re-run) replaces the earlier timeline, never appends to it.
+        self._file = open(self.path, "w", encoding="utf-8")
         header = {"format": FORMAT, "version": VERSION, "t0": self.t0, "driver_host": socket.gethostname(), **meta}
         header["workers"] = workers
         self._write(header)
