@@ -60,6 +60,9 @@ def start_ray(address: str | None, *, debug: bool = False, node_ip: str | None =
         else:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(
+                # "local": always a cluster of our own, never one that happens to run here
+                # (ray.init() alone joins whatever /tmp/ray/ray_current_cluster names).
+                address="local",
                 num_cpus=os.cpu_count() or 1,
                 include_dashboard=False,
                 _node_ip_address="127.0.0.1",

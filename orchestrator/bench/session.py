@@ -157,6 +157,7 @@ class Session:
             Interrupted: stopped by Ctrl-C / SIGTERM (loadgen finished its query first).
             RunError: the run failed.
         """
+        from orchestrator.bench.timeline import TimelineRecorder
         from orchestrator.bench.workers import RayExecutor
 
         conf = self.conf
@@ -167,21 +168,30 @@ class Session:
         progress = Progress(count, [(s.worker, s.node) for s in self.slots], f"{mode} ({what})")
         executor = RayExecutor(self.actors, return_logits=(mode == "accuracy"))
         stop = threading.Event()
+        timeline = TimelineRecorder.for_run(run_dir, slots=self.slots, infos=self.infos, backend=conf.backend,
+                                            lengths=self.inputs.lengths, mode=mode, execution=conf.execution, count=count)
 
         def dispatch(chunks, on_complete):
             progress.total = sum(len(c) for c in chunks)  # the query loadgen issued (samples repeat in a valid run)
+            timeline.query_issued(chunks)
 
             def done(chunk, answer, worker):
                 on_complete(chunk, answer, worker)
+                timeline.completed(chunk, answer, worker)
                 progress.chunk_done(worker, len(chunk), answer.seconds)
+
+            def lost_worker(worker, reason, requeued):
+                timeline.worker_lost(worker, reason, requeued)
+                progress.worker_lost(worker)
 
             return Dispatcher(
                 executor, list(self.actors), on_complete=done, stop=stop,
-                on_worker_lost=lambda worker, reason, requeued: progress.worker_lost(worker),
+                on_worker_lost=lost_worker, on_submit=timeline.submitted,
             ).run(chunks)  # fmt: skip
 
         stop_view = live(progress) if live else None
         try:
+            timeline.loadgen_started()
             outcome = run_loadgen(
                 run_dir=run_dir,
                 user_conf=run_dir / "user.conf",
@@ -193,11 +203,15 @@ class Session:
                 stop=stop,
             )
         except BaseException as exc:
+            timeline.loadgen_finished()
+            timeline.close(error=exc)
             if stop_view:
                 stop_view()
             if isinstance(exc, (KeyboardInterrupt, Interrupted)):
                 raise as_interrupt(exc) from exc
             raise
+        timeline.loadgen_finished()
+        timeline.close(error=outcome.error)
         if stop_view:
             stop_view()
         if outcome.error is not None:

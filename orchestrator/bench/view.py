@@ -251,6 +251,8 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
         _path_line("submission tarball", sub["tarball"])
         _path_line("submission tree", sub["tree"])
         _line(f"submission: {verdict}")
+    if summary.get("report"):
+        _path_line("report", summary["report"])
     for step in next_steps(summary):
         _line(f"next: {step}")
 

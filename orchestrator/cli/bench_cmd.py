@@ -43,6 +43,7 @@ def bench(
     division: str = typer.Option("open", "--division", help="Submission mode: open (closed needs compliance runs)."),
     system_meta: Optional[Path] = typer.Option(None, "--system-meta", help="Submission mode: YAML overriding system description fields."),
     allow_invalid: bool = typer.Option(False, "--allow-invalid", help="Submission mode: package an INVALID run anyway, marked invalid everywhere (test runs always are)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html into the run directory."),
 ) -> None:
     """Run MLPerf BERT-99 Offline: one loadgen SUT, the query sharded over Ray workers."""
     from orchestrator.records import BenchConfig
@@ -83,6 +84,7 @@ def bench(
 
         summary = run_on_inventory(conf, inventory, live=not as_json, debug=state.debug,
                                    trust_new_hosts=trust_new_hosts, faults=state.faults)
+        _report(summary, no_report)
         _print(summary, as_json)
         return
     if trust_new_hosts:
@@ -99,7 +101,15 @@ def bench(
             summary = run_bench(conf, debug=state.debug, live=live, faults=state.faults)
     else:
         summary = run_bench(conf, debug=state.debug, live=live, faults=state.faults)
+    _report(summary, no_report)
     _print(summary, as_json)
+
+
+def _report(summary: dict, skip: bool) -> None:
+    if not skip:
+        from orchestrator.cli.report_cmd import report_after_bench
+
+        summary["report"] = report_after_bench(summary, command=summary.get("controller_command"))
 
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ["ray", "onnxruntime", "onnx", "mlperf_loadgen", "transformers", "deepsparse", "docker", "paramiko"]
+HEAVY = ["ray", "onnxruntime", "onnx", "mlperf_loadgen", "transformers", "deepsparse", "docker", "paramiko", "matplotlib"]
 
 # Each heavy module is made unimportable; the CLI must still answer.
 SCRIPT = """
@@ -14,7 +14,7 @@ for name in {heavy!r}:
     sys.modules[name] = None
 from orchestrator.cli import main
 for argv in (["--help"], ["deploy", "--help"], ["status", "--help"], ["bench", "--help"], ["submit", "--help"],
-             ["images", "--help"], ["sandbox", "--help"], ["fetch", "--help"]):
+             ["images", "--help"], ["sandbox", "--help"], ["fetch", "--help"], ["report", "--help"]):
     code = main(argv)
     assert code == 0, (argv, code)
 loaded = [name for name in {heavy!r} if sys.modules.get(name) is not None]
