@@ -157,13 +157,74 @@ class Session:
             Interrupted: stopped by Ctrl-C / SIGTERM (loadgen finished its query first).
             RunError: the run failed.
         """
-        from orchestrator.bench.timeline import TimelineRecorder
-        from orchestrator.bench.workers import RayExecutor
-
         conf = self.conf
         count = cfg.sample_count(conf, self.inputs.total, dataset=self.inputs.dataset_path, mode=mode)
         (run_dir / "user.conf").write_text(cfg.user_conf(execution=conf.execution, count=count, target_qps=target.value))
         started_at = now()
+        outcome = self._loadgen(mode, run_dir, count, live)
+        log = read_logs(run_dir)
+        report = outcome.report
+        sps, source = log.samples_per_second, "loadgen" if log.samples_per_second is not None else None
+        if mode == "accuracy" and sps is None and report.wall_seconds > 0:
+            sps, source = count / report.wall_seconds, "orch (accuracy run, wall clock of the dispatch)"
+        stored = None
+        if mode == "performance" and sps and not rerun:
+            stored = self._keep_calibration(sps, outcome.issued, load_before)
+        record = RunRecord(
+            orch_version=__version__,
+            command=conf.command,
+            scenario=conf.scenario,
+            mode=mode,
+            execution=conf.execution,
+            backend=conf.backend,
+            backends=sorted({s.backend or conf.backend for s in self.slots}),
+            model=self.inputs.model_name,
+            model_note=self.inputs.model_note,
+            model_path=str(self.inputs.model_path),
+            vocab_path=str(self.inputs.vocab_path),
+            dataset_path=str(self.inputs.dataset_path),
+            dataset_sha256=self.inputs.dataset_sha256,
+            features_key=self.inputs.features_key,
+            total_sample_count=self.inputs.total,
+            count=count,
+            target_qps=target,
+            samples_per_second=sps,
+            samples_per_second_source=source,
+            result_valid=log.result_valid if mode == "performance" else None,
+            invalid_reasons=log.unmet if mode == "performance" else [],
+            loadgen_errors=log.errors,
+            accuracy=self._score(run_dir, count) if mode == "accuracy" else None,
+            system=self.placement.system,
+            nodes=len({s.node for s in self.slots}),
+            workers=len(self.slots),
+            per_node=self._per_node(report),
+            lost_workers=[
+                LostWorker(name=name, node=self.infos[name]["node"], reason=report.workers[name].lost_reason)
+                for name in report.lost_workers
+            ],
+            rerun_samples=report.rerun_samples,
+            issued_samples=outcome.issued,
+            startup_seconds=round(self.startup_seconds, 3),
+            dispatch_seconds=round(report.wall_seconds, 3),
+            started_at=started_at,
+            finished_at=now(),
+            calibration_stored=stored,
+            rerun=rerun,
+        )
+        record.write(run_dir / RUN_FILE)  # run.json last: its presence marks a complete run
+        return record
+
+    def _loadgen(self, mode: str, run_dir: Path, count: int, live):
+        """loadgen's test with the dispatcher, the live view and the timeline around it.
+
+        Raises:
+            Interrupted: stopped by Ctrl-C / SIGTERM.
+            RunError: the dispatch failed (every worker lost, a wrong answer).
+        """
+        from orchestrator.bench.timeline import TimelineRecorder
+        from orchestrator.bench.workers import RayExecutor
+
+        conf = self.conf
         what = "TEST MODE, not valid for submission" if conf.execution == "test" else "valid mode"
         progress = Progress(count, [(s.worker, s.node) for s in self.slots], f"{mode} ({what})")
         executor = RayExecutor(self.actors, return_logits=(mode == "accuracy"))
@@ -190,6 +251,7 @@ class Session:
             ).run(chunks)  # fmt: skip
 
         stop_view = live(progress) if live else None
+        outcome, error = None, None
         try:
             timeline.loadgen_started()
             outcome = run_loadgen(
@@ -202,81 +264,31 @@ class Session:
                 dispatch=dispatch,
                 stop=stop,
             )
+            error = outcome.error
         except BaseException as exc:
-            timeline.loadgen_finished()
-            timeline.close(error=exc)
-            if stop_view:
-                stop_view()
+            error = exc
             if isinstance(exc, (KeyboardInterrupt, Interrupted)):
                 raise as_interrupt(exc) from exc
             raise
-        timeline.loadgen_finished()
-        timeline.close(error=outcome.error)
-        if stop_view:
-            stop_view()
-        if outcome.error is not None:
-            err = outcome.error
-            msg = err.message if isinstance(err, RunError) else f"{type(err).__name__}: {err}"
+        finally:
+            timeline.loadgen_finished()
+            timeline.close(error=error)
+            if stop_view:
+                stop_view()  # the live view ends before anything else is printed
+        if error is not None:
+            msg = error.message if isinstance(error, RunError) else f"{type(error).__name__}: {error}"
             raise RunError(f"the {mode} run failed: {msg}")
-        report = outcome.report
-        log = read_logs(run_dir)
-        accuracy = self._score(run_dir, count) if mode == "accuracy" else None
-        sps, source = log.samples_per_second, "loadgen" if log.samples_per_second is not None else None
-        if mode == "accuracy" and sps is None and report.wall_seconds > 0:
-            sps, source = count / report.wall_seconds, "orch (accuracy run, wall clock of the dispatch)"
-        stored = None
-        if mode == "performance" and sps and not rerun:
-            # Every performance run may size later valid runs, if it is fit to.
-            seconds = outcome.issued / sps  # loadgen's own timed duration
-            _, stored = calibration.store(
-                self.placement.system, self.layout(), self.inputs.features_key,
-                samples_per_second=sps, samples=outcome.issued, seconds=seconds,
-                source=f"{conf.execution} run", command=conf.command, load_before=load_before,
-                cpus=_cpu_count(),
-            )  # fmt: skip
-        record = RunRecord(
-            orch_version=__version__,
-            command=conf.command,
-            scenario=conf.scenario,
-            mode=mode,
-            execution=conf.execution,
-            backend=conf.backend,
-            backends=sorted({s.backend or conf.backend for s in self.slots}),
-            model=self.inputs.model_name,
-            model_note=self.inputs.model_note,
-            model_path=str(self.inputs.model_path),
-            vocab_path=str(self.inputs.vocab_path),
-            dataset_path=str(self.inputs.dataset_path),
-            dataset_sha256=self.inputs.dataset_sha256,
-            features_key=self.inputs.features_key,
-            total_sample_count=self.inputs.total,
-            count=count,
-            target_qps=target,
-            samples_per_second=sps,
-            samples_per_second_source=source,
-            result_valid=log.result_valid if mode == "performance" else None,
-            invalid_reasons=log.unmet if mode == "performance" else [],
-            loadgen_errors=log.errors,
-            accuracy=accuracy,
-            system=self.placement.system,
-            nodes=len({s.node for s in self.slots}),
-            workers=len(self.slots),
-            per_node=self._per_node(report),
-            lost_workers=[
-                LostWorker(name=name, node=self.infos[name]["node"], reason=report.workers[name].lost_reason)
-                for name in report.lost_workers
-            ],
-            rerun_samples=report.rerun_samples,
-            issued_samples=outcome.issued,
-            startup_seconds=round(self.startup_seconds, 3),
-            dispatch_seconds=round(report.wall_seconds, 3),
-            started_at=started_at,
-            finished_at=now(),
-            calibration_stored=stored,
-            rerun=rerun,
-        )
-        record.write(run_dir / RUN_FILE)  # run.json last: its presence marks a complete run
-        return record
+        return outcome
+
+    def _keep_calibration(self, sps: float, issued: int, load_before: float | None) -> str:
+        """Every performance run may size later valid runs, if it is fit to: one line saying what was done."""
+        _, said = calibration.store(
+            self.placement.system, self.layout(), self.inputs.features_key,
+            samples_per_second=sps, samples=issued, seconds=issued / sps,  # loadgen's own timed duration
+            source=f"{self.conf.execution} run", command=self.conf.command, load_before=load_before,
+            cpus=_cpu_count(),
+        )  # fmt: skip
+        return said
 
     def _score(self, run_dir, count: int) -> AccuracyScore:
         from orchestrator.fileio import sha256_file
