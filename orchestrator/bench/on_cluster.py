@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.bench import config as cfg
-from orchestrator.bench.cluster import PROFILE_BACKENDS
+from orchestrator.hardware import runs_backend
 from orchestrator.bench.runner import check_out, default_out
 from orchestrator.bench.view import PROGRESS_PREFIX, RemoteProgress
 from orchestrator.errors import InputError, RunError
@@ -40,7 +40,7 @@ def choose_nodes(inventory: Any, backend: str, nodes: int | None, *, source: str
     Raises:
         InputError: fewer nodes than asked can run the backend.
     """
-    capable = [n.name for n in inventory.nodes if backend == "auto" or PROFILE_BACKENDS.get(n.profile) == backend]
+    capable = [n.name for n in inventory.nodes if runs_backend(n.profile, backend)]
     wanted = len(capable) if nodes is None else nodes
     if wanted < 1 or len(capable) < wanted:
         able = ", ".join(capable) or "none"
