@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import RemoteError
+from orchestrator.fileio import atomic_write
 from orchestrator.ssh.transport import BytesCallback, OutputCallback, Result, Source, remote_cmd
 
 # Large windows and packets: the default 2 MiB window caps a WAN stream at a
@@ -375,17 +376,18 @@ class ParamikoTransport:
     def get(self, host: str, remote: str, local: Path, *, on_bytes: BytesCallback | None = None) -> None:
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
-        partial = local.with_name(local.name + ".part")
         command = remote_cmd("cat", remote)
-        with partial.open("wb") as fh:
+
+        def receive(fh: Any) -> None:
             result = self._exec(host, command, sink=fh, on_bytes=on_bytes)
-        if not result.ok:
-            partial.unlink(missing_ok=True)
-            raise RemoteError(
-                f"node {host}: cannot read {remote}: {result.stderr.strip()[-300:]}",
-                host=host,
-                command=command,
-                returncode=result.returncode,
-                stderr_tail=result.stderr[-2000:],
-            )
-        partial.replace(local)
+            if not result.ok:
+                raise RemoteError(
+                    f"node {host}: cannot read {remote}: {result.stderr.strip()[-300:]}",
+                    host=host,
+                    command=command,
+                    returncode=result.returncode,
+                    stderr_tail=result.stderr[-2000:],
+                )
+
+        # A cut copy never lands at ``local``: the temporary file is removed.
+        atomic_write(local, receive)
