@@ -28,6 +28,10 @@ class OrchError(Exception):
             return self.message
         return f"{self.message.rstrip('.')}; {self.hint}"
 
+    def lines(self) -> list[str]:
+        """What the CLI prints, one ``orch: error:`` line each (several for an error of several nodes)."""
+        return [str(self)]
+
 
 class InputError(OrchError):
     """A flag, file or value given by the user is unusable."""

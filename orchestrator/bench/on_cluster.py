@@ -85,7 +85,7 @@ def run_on_inventory(conf: cfg.BenchConfig, inventory_path: Path, *, live: bool 
     """
     from orchestrator.deploy.remote import exec_in_head, fetch_run_dir
     from orchestrator.inventory import load_inventory
-    from orchestrator.ssh.paramiko_transport import ParamikoTransport
+    from orchestrator.ssh.factory import open_transport
 
     if conf.nodes is not None and conf.nodes < 1:
         raise InputError(f"--nodes must be at least 1 (got {conf.nodes})")
@@ -126,7 +126,7 @@ def run_on_inventory(conf: cfg.BenchConfig, inventory_path: Path, *, live: bool 
                 if debug or line.startswith("orch: error:"):
                     sys.stderr.write(line + "\n")
 
-    transport = ParamikoTransport.from_inventory(inventory)
+    transport = open_transport(inventory, debug=debug)
     view = None
     try:
         if live:

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except OrchError as exc:
         if state.debug:
             traceback.print_exc()
-        error_line(str(exc))
+        for line in exc.lines():
+            error_line(line)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

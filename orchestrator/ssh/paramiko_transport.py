@@ -127,6 +127,9 @@ class ParamikoTransport:
         self._clients: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.targets}
         self._known_hosts_lock = threading.Lock()
+        # Set by close(): a fan-out thread still running after an interrupt must
+        # not open a new connection and carry on with the deploy.
+        self._closed = False
 
     @classmethod
     def from_inventory(cls, inventory: Any, **kwargs: Any) -> ParamikoTransport:
@@ -219,6 +222,8 @@ class ParamikoTransport:
     def _client(self, host: str) -> Any:
         target = self._target(host)
         with self._locks[host]:
+            if self._closed:
+                raise RemoteError(f"node {host}: the SSH connection was closed (orch is stopping)", host=host)
             client = self._clients.get(host)
             if client is not None and client.get_transport() is not None and client.get_transport().is_active():
                 return client
@@ -238,7 +243,9 @@ class ParamikoTransport:
             return client
 
     def close(self) -> None:
-        for client in self._clients.values():
+        """Close every connection; commands still running on them end, and no new one opens."""
+        self._closed = True
+        for client in list(self._clients.values()):
             client.close()
         self._clients.clear()
 
@@ -331,6 +338,8 @@ class ParamikoTransport:
                     time.sleep(0.005)
             drain()
             code = channel.recv_exit_status()
+            if code == -1:  # no exit status: the channel or the connection closed under the command
+                raise EOFError("the channel closed before the command's exit status arrived")
         except (OSError, EOFError) as exc:
             raise RemoteError(
                 f"node {host}: connection lost while running: {command[:200]} ({exc})", host=host, command=command
