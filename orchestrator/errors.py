@@ -33,6 +33,11 @@ class OrchError(Exception):
         return [str(self)]
 
 
+def is_interrupt(exc: BaseException) -> bool:
+    """True for Ctrl-C (``KeyboardInterrupt``) and for the CLI's SIGTERM error (it carries ``signal_name``)."""
+    return isinstance(exc, KeyboardInterrupt) or hasattr(exc, "signal_name")
+
+
 class InputError(OrchError):
     """A flag, file or value given by the user is unusable."""
 

@@ -77,6 +77,7 @@ def deploy_command(
     from orchestrator.deploy import LocalImages, Progress, build_bundle, execute, prepare
     from orchestrator.deploy.runner import report_json
     from orchestrator.deploy.view import DeployView
+    from orchestrator.errors import is_interrupt
 
     console = _console(stderr=as_json)
     inventory, transport = _open(inventory_path, trust_new_hosts, console)
@@ -90,8 +91,7 @@ def deploy_command(
             if not dry_run:
                 report = execute(plan, transport, images, listener=view, progress=progress)
     except BaseException as exc:
-        # Ctrl-C, or the CLI's SIGTERM error (it carries the signal's name).
-        if isinstance(exc, KeyboardInterrupt) or hasattr(exc, "signal_name"):
+        if is_interrupt(exc):
             _say_interrupted(progress, _console(stderr=True))
         raise
     finally:
