@@ -207,9 +207,10 @@ def test_cold_then_warm_deploy_then_ray_spans_both_nodes_then_teardown(cluster, 
         assert report["firewall"] == "applied"
         assert report["image"] == "shipped" and report["image_bytes"] >= size * 0.9
         assert report["files_sent"] >= 5 and report["container"] == "started" and report["ray"] == "started"
-    print(f"\ncold deploy {cold['seconds']:.1f} s: " + ", ".join(
-        f"{n} image {r['image_bytes'] / 2**20:.0f} MiB at {r['image_mib_per_s']} MiB/s, "
-        f"files {r['files_bytes'] / 2**20:.1f} MiB" for n, r in nodes.items()))
+    with capsys.disabled():
+        print(f"\ncold deploy {cold['seconds']:.1f} s: " + ", ".join(
+            f"{n} image {r['image_bytes'] / 2**20:.0f} MiB at {r['image_mib_per_s']} MiB/s, "
+            f"files {r['files_bytes'] / 2**20:.1f} MiB" for n, r in nodes.items()))
 
     code, warm, err = _deploy(cluster, capsys)
     assert code == 0, err
@@ -218,7 +219,8 @@ def test_cold_then_warm_deploy_then_ray_spans_both_nodes_then_teardown(cluster, 
     }
     assert {r["firewall"] for r in warm["nodes"].values()} == {"kept"}
     assert warm["seconds"] < 30, warm["seconds"]
-    print(f"warm deploy {warm['seconds']:.1f} s")
+    with capsys.disabled():
+        print(f"warm deploy {warm['seconds']:.1f} s")
     warm_plan = _dry_run(cluster, capsys, "warm")
     assert [line.split(": ", 1)[1] for line in warm_plan[1:3]] == [
         "nothing to do (image, files, container, firewall, Ray kept)"] * 2
