@@ -105,7 +105,7 @@ class ApplyFirewall:
             parts.append(f"delete {len(self.delete_jumps)} old INPUT jump{'s' if len(self.delete_jumps) > 1 else ''}")
         if self.insert_jump:
             parts.append(f"insert the INPUT jump to {self.chain} for Ray's ports")
-        return "firewall: " + ", ".join(parts)
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def test_cold_cluster_every_node_gets_every_step(bundle):
     assert_read_only(fake)
     files = f"copy 3 files (0.0 MiB) to /var/lib/orch; write manifest and deploy.json"
     image = "ship image orch/cpu-onnxruntime:latest (0 MiB): docker save | docker load"
-    chain = ("firewall: create chain ORCH-lab (loopback + 3 cluster addresses), "
+    chain = ("create chain ORCH-lab (loopback + 3 cluster addresses), "
              "insert the INPUT jump to ORCH-lab for Ray's ports")
     assert plan.describe() == [
         "n1 (10.77.0.2, Ray 10.77.0.2, cpu-onnxruntime):",
