@@ -14,25 +14,25 @@ from orchestrator.inventory import Inventory, Node
 from orchestrator.ssh.transport import Transport, check
 
 
+def _iptables(transport: Transport, node: Node, command: str, what: str, hint: str | None = None) -> None:
+    check(transport.run(node.name, command, timeout=60), host=node.name, command=command, what=what, hint=hint)
+
+
 def apply_firewall(transport: Transport, inventory: Inventory, node: Node, step: ApplyFirewall) -> None:
     """Make ``node``'s INPUT send TCP for Ray's ports to orch's chain, which admits only ``step.addresses``.
 
     Raises:
         RemoteError: an iptables command failed on the node.
     """
-    host = node.name
     if step.fill:
-        command = cmd.firewall_fill_command(inventory, list(step.addresses), exists=step.chain_exists)
-        check(transport.run(host, command, timeout=60), host=host, command=command,
-              what=f"setting up iptables chain {step.chain}", hint=ROOT_HINT)
+        _iptables(transport, node, cmd.firewall_fill_command(inventory, list(step.addresses), exists=step.chain_exists),
+                  f"setting up iptables chain {step.chain}", ROOT_HINT)
     # Stale jumps (Ray's ports changed since) go first, then the wanted one.
     for spec in step.delete_jumps:
-        command = cmd.firewall_jump_delete_command(list(spec))
-        check(transport.run(host, command, timeout=60), host=host, command=command, what="removing an old jump")
+        _iptables(transport, node, cmd.firewall_jump_delete_command(list(spec)), "removing an old jump")
     if step.insert_jump:
-        command = cmd.firewall_jump_insert_command(inventory)
-        check(transport.run(host, command, timeout=60), host=host, command=command,
-              what="adding the INPUT jump to orch's chain", hint=ROOT_HINT)
+        _iptables(transport, node, cmd.firewall_jump_insert_command(inventory), "adding the INPUT jump to orch's chain",
+                  ROOT_HINT)
 
 
 def remove_firewall(transport: Transport, inventory: Inventory, node: Node, step: RemoveFirewall) -> None:
@@ -41,14 +41,10 @@ def remove_firewall(transport: Transport, inventory: Inventory, node: Node, step
     Raises:
         RemoteError: an iptables command failed on the node.
     """
-    host = node.name
     for spec in step.delete_jumps:
-        command = cmd.firewall_jump_delete_command(list(spec))
-        check(transport.run(host, command, timeout=60), host=host, command=command, what="removing orch's jump")
+        _iptables(transport, node, cmd.firewall_jump_delete_command(list(spec)), "removing orch's jump")
     if step.remove_chain:
-        command = cmd.firewall_remove_chain_command(inventory)
-        check(transport.run(host, command, timeout=60), host=host, command=command,
-              what=f"removing iptables chain {step.chain}")
+        _iptables(transport, node, cmd.firewall_remove_chain_command(inventory), f"removing iptables chain {step.chain}")
 
 
 def teardown_firewall(transport: Transport, inventory: Inventory, node: Node, *, strict: bool) -> bool:

@@ -160,31 +160,26 @@ def _wait_for(predicate, seconds: float) -> bool:
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_deploy_interrupted_while_shipping_the_image_stops_at_once_and_leaves_no_half_image(cluster, signame):
-    import signal
-
     import orchestrator.errors
     from orchestrator.inventory import load_inventory
     from orchestrator.ssh import ParamikoTransport
+    from tests.helpers.signals import interrupt_orch
 
     if signame == "SIGTERM" and not hasattr(orchestrator.errors, "Interrupted"):
         pytest.skip("needs the CLI's SIGTERM handler (orchestrator.errors.Interrupted, on main)")
     inv = load_inventory(cluster["inventory"])
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "deploy", "-i", str(cluster["inventory"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        with ParamikoTransport.from_inventory(inv) as transport:
-            loading = _wait_for(lambda: transport.run("node2", "pgrep -f 'docker load'").ok, 180)
-        assert loading, "docker load never started on node2"
-        time.sleep(2)  # well into the stream
-        sent = time.monotonic()
-        proc.send_signal(getattr(signal, signame))
-        _out, err = proc.communicate(timeout=30)
-        stopped = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    print(f"\ndeploy stopped {stopped:.1f} s after {signame} (exit {proc.returncode})")
-    assert proc.returncode == (130 if signame == "SIGINT" else 143), err[-2000:]
+    with ParamikoTransport.from_inventory(inv) as transport:
+        started_loading = []
+
+        def loading() -> bool:  # well into node2's image stream
+            if not started_loading and transport.run("node2", "pgrep -f 'docker load'").ok:
+                started_loading.append(time.monotonic())
+            return bool(started_loading) and time.monotonic() - started_loading[0] > 2
+
+        stop = interrupt_orch(["deploy", "-i", str(cluster["inventory"])], loading, signame)
+    err, stopped = stop.stderr, stop.seconds
+    print(f"\ndeploy stopped {stopped:.1f} s after {signame} (exit {stop.returncode})")
+    assert stop.returncode == (130 if signame == "SIGINT" else 143), err[-2000:]
     assert stopped < 10
     assert "Traceback" not in err and "interrupted during: ship image" in err
     with ParamikoTransport.from_inventory(inv) as transport:
