@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -79,6 +80,7 @@ def deploy_command(
     from orchestrator.deploy.view import DeployView
     from orchestrator.errors import is_interrupt
 
+    started = time.monotonic()  # the report's seconds cover the facts, the plan and the steps
     console = _console(stderr=as_json)
     inventory, transport = _open(inventory_path, trust_new_hosts, console)
     bundle = None if no_files else build_bundle(model, vocab=vocab, dataset=dataset)
@@ -89,7 +91,7 @@ def deploy_command(
             plan = prepare(inventory, transport, images, bundle=bundle, skip_unreachable=skip_unreachable,
                            listener=view, ray_timeout=ray_timeout)
             if not dry_run:
-                report = execute(plan, transport, images, listener=view, progress=progress)
+                report = execute(plan, transport, images, listener=view, progress=progress, started=started)
     except BaseException as exc:
         if is_interrupt(exc):
             _say_interrupted(progress, _console(stderr=True))

@@ -215,3 +215,25 @@ def test_interrupt_names_the_step_each_node_was_running(bundle, monkeypatch, cap
     assert "no half image carries the tag" in err and "run orch deploy again" in err
     assert "Traceback" not in err
     assert not [c for c in fake.transport.calls if c.kind == "stream_in"]
+
+
+def test_the_cli_report_times_the_whole_deploy_facts_included(bundle, monkeypatch, capsys):
+    from orchestrator.cli import deploy_cmd, main
+
+    inv, fake = inventory(2), fake_cluster(2)
+    slow = fake.transport.responder
+
+    def slow_facts(host, command):  # every read takes a while; nothing else does
+        if command == "uname -m":
+            import time
+
+            time.sleep(0.3)
+        return slow(host, command)
+
+    fake.transport.responder = slow_facts
+    monkeypatch.setattr(deploy_cmd, "_open", lambda path, trust, console: (inv, fake.transport))
+    monkeypatch.setattr("orchestrator.deploy.LocalImages", FakeImages)
+    monkeypatch.setattr("orchestrator.deploy.build_bundle", lambda *a, **k: bundle)
+    assert main(["deploy", "-i", "c.yaml", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["seconds"] >= 0.3 and set(report["nodes"]) == {"n1", "n2"}
