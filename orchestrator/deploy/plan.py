@@ -38,6 +38,7 @@ class ShipImage:
 
     image: ImageFacts
     stage: ClassVar[str] = SHIPPING
+    phase: ClassVar[str] = "image"  # what the live view shows
     if_interrupted: ClassVar[str] = "docker load tags nothing until the whole image has arrived, so no half image carries the tag"
 
     def summary(self) -> str:
@@ -54,6 +55,7 @@ class CopyFiles:
     manifest: str | None  # text to write, None when the node's is already this
     deploy_json: str | None
     stage: ClassVar[str] = SHIPPING
+    phase: ClassVar[str] = "files"  # what the live view shows
     if_interrupted: ClassVar[str] = "a file cut short is left as <file>.part and sent again next time; the manifest is written last"
 
     def summary(self) -> str:
@@ -76,6 +78,7 @@ class StartContainer:
     replace: bool
     gpus: int
     stage: ClassVar[str] = SHIPPING
+    phase: ClassVar[str] = "container"  # what the live view shows
     if_interrupted: ClassVar[str] = "the container may be left without Ray; the next deploy keeps or replaces it"
 
     def summary(self) -> str:
@@ -94,6 +97,7 @@ class ApplyFirewall:
     delete_jumps: tuple[tuple[str, ...], ...]  # stale INPUT jumps to remove
     insert_jump: bool
     stage: ClassVar[str] = FIREWALL
+    phase: ClassVar[str] = "firewall"  # what the live view shows
     if_interrupted: ClassVar[str] = "Ray is not started before its firewall is complete; the next deploy finishes the chain"
 
     def summary(self) -> str:
@@ -116,6 +120,7 @@ class RemoveFirewall:
     delete_jumps: tuple[tuple[str, ...], ...]
     remove_chain: bool
     stage: ClassVar[str] = FIREWALL
+    phase: ClassVar[str] = "firewall"  # what the live view shows
     if_interrupted: ClassVar[str] = "some of orch's old iptables rules may be left; the next deploy removes them"
 
     def summary(self) -> str:
@@ -131,6 +136,7 @@ class StartRay:
     head_ip: str
     stop_first: bool
     port: int
+    phase: ClassVar[str] = "ray"  # what the live view shows
     if_interrupted: ClassVar[str] = "Ray may be running on part of the cluster; the next deploy starts what is missing"
 
     @property

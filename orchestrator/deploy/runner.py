@@ -373,7 +373,7 @@ def execute(
             try:
                 for step in todo[name]:
                     progress.start(name, step)
-                    listener.phase(name, type(step).__name__, step.summary())
+                    listener.phase(name, step.phase, step.summary())
                     _RUN_STEP[type(step)](ctx, node, step)
             finally:
                 progress.done(name)

@@ -237,3 +237,20 @@ def test_the_cli_report_times_the_whole_deploy_facts_included(bundle, monkeypatc
     assert main(["deploy", "-i", "c.yaml", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["seconds"] >= 0.3 and set(report["nodes"]) == {"n1", "n2"}
+
+
+def test_the_live_view_is_told_the_phases_it_times(bundle):
+    """DeployView measures MiB/s between the "image"/"files" phases and the next one."""
+    inv, fake = inventory(2), fake_cluster(2)
+    seen = []
+
+    class Listener:
+        def phase(self, node, phase, detail=""):
+            seen.append((node, phase))
+
+        def shipped(self, node, nbytes):
+            pass
+
+    deploy(inv, fake.transport, FakeImages(), bundle=bundle, listener=Listener(), sleep=lambda s: None)
+    n2 = [phase for node, phase in seen if node == "n2"]
+    assert n2 == ["preflight", "image", "files", "container", "firewall", "ray", "ray", "ready"]
