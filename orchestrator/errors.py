@@ -28,6 +28,15 @@ class OrchError(Exception):
             return self.message
         return f"{self.message.rstrip('.')}; {self.hint}"
 
+    def lines(self) -> list[str]:
+        """What the CLI prints, one ``orch: error:`` line each (several for an error of several nodes)."""
+        return [str(self)]
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """True for Ctrl-C (``KeyboardInterrupt``) and for the CLI's SIGTERM error (it carries ``signal_name``)."""
+    return isinstance(exc, KeyboardInterrupt) or hasattr(exc, "signal_name")
+
 
 class InputError(OrchError):
     """A flag, file or value given by the user is unusable."""

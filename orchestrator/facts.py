@@ -19,11 +19,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# Distribution names whose versions the system description reports.
+from orchestrator import hardware
+
+# Distribution names whose versions the system description reports: every
+# backend's (from the hardware catalog), then what every node shares.
 FRAMEWORK_PACKAGES = (
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "deepsparse",
+    *dict.fromkeys(spec.package for spec in hardware.BACKENDS.values()),
     "ray",
     "mlcommons-loadgen",
     "numpy",

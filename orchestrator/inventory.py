@@ -17,15 +17,12 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from orchestrator import hardware
 from orchestrator.errors import InputError
-
-# The image profiles orch knows how to build and run (see orchestrator/images).
-PROFILES: tuple[str, ...] = ("cpu-onnxruntime", "cuda-onnxruntime", "cpu-deepsparse")
-Profile = Literal["cpu-onnxruntime", "cuda-onnxruntime", "cpu-deepsparse"]
 
 # Names end up in container names, Docker labels and Ray resources: keep them plain.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -34,6 +31,27 @@ HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$"
 USER_PATTERN = r"^[a-z_][a-z0-9_.-]{0,31}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
+
+def _unknown_profile(value: str) -> str:
+    return f"unknown profile {value!r}; choose one of: {', '.join(hardware.PROFILES)}"
+
+
+def _check_profile(value: str) -> str:
+    if value not in hardware.PROFILES:
+        raise ValueError(_unknown_profile(value))
+    return value
+
+
+# The profiles come from the hardware catalog when the schema is made, so
+# a profile added there is in the schema and the checks at once.
+def _profile_schema(schema: dict[str, Any]) -> None:
+    schema["enum"] = list(hardware.PROFILES)
+    schema["description"] = "Image profile the node runs: " + ", ".join(hardware.PROFILES) + "."
+    schema["title"] = "Profile"
+
+
+def _images_schema(schema: dict[str, Any]) -> None:
+    schema["propertyNames"] = {"enum": list(hardware.PROFILES)}
 
 
 def _expand_local_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -89,7 +107,7 @@ class Node(_Frozen):
     port: int | None = Field(None, ge=1, le=65535, description="sshd port (default: ssh.port).")
     user: str | None = Field(None, pattern=USER_PATTERN, description="Login user (default: ssh.user).")
     identity_file: Path | None = Field(None, description="Private key (default: ssh.identity_file).")
-    profile: Profile = Field(description="Image profile the node runs: " + ", ".join(PROFILES) + ".")
+    profile: str = Field(json_schema_extra=_profile_schema)
     gpus: int = Field(0, ge=0, le=64, description="GPUs orch uses on this node (cuda profile: at least 1).")
     cpus: int | None = Field(
         None, ge=1, le=4096, description="CPUs Ray may use on this node (default: all it detects)."
@@ -106,6 +124,8 @@ class Node(_Frozen):
 
     _refuse_password = model_validator(mode="before")(_no_password)
     _paths = field_validator("identity_file")(_expand_local_path)
+
+    _profile = field_validator("profile")(_check_profile)
 
     @field_validator("labels")
     @classmethod
@@ -133,9 +153,9 @@ class Node(_Frozen):
         return value
 
     @model_validator(mode="after")
-    def _gpus_for_cuda(self) -> Node:
-        if self.profile == "cuda-onnxruntime" and self.gpus < 1:
-            raise ValueError("gpus: a cuda-onnxruntime node needs gpus >= 1")
+    def _gpus_for_gpu_profiles(self) -> Node:
+        if hardware.PROFILES[self.profile].gpus and self.gpus < 1:
+            raise ValueError(f"gpus: a {self.profile} node needs gpus >= 1")
         return self
 
 
@@ -195,11 +215,19 @@ class Inventory(_Frozen):
     ssh: SshDefaults = Field(default_factory=SshDefaults)
     head: str = Field(description="Name of the node that runs the Ray head and the benchmark driver.")
     ray: RayConfig = Field(default_factory=RayConfig)
-    images: dict[Profile, str] = Field(
+    images: dict[str, str] = Field(
         default_factory=dict,
         description="Image tag per profile (default: orch's own tag for that profile).",
+        json_schema_extra=_images_schema,
     )
     nodes: list[Node] = Field(min_length=1)
+
+    @field_validator("images")
+    @classmethod
+    def _image_profiles(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            _check_profile(key)
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Inventory:
@@ -298,8 +326,6 @@ def _error_line(path: Path, exc: ValidationError, raw: Any) -> str:
         message = "unknown key (check the spelling; see inventory/example.yaml)"
     elif err.get("type") == "missing":
         message = "required key is missing"
-    elif err.get("type") == "literal_error" and loc and loc[-1] == "profile":
-        message = f"unknown profile {err.get('input')!r}; choose one of: {', '.join(PROFILES)}"
     # Model-level checks (passwords, gpus, worker ports) start their message
     # with the key they are about: move it into the location.
     match = re.match(r"^([a-z_]+): (.*)$", message)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestrator import __version__
 from orchestrator.errors import OrchError
 from orchestrator.fileio import atomic_write
+from orchestrator.hardware import DEFAULT_BACKEND
 
 
 class RecordError(OrchError):
@@ -137,7 +138,7 @@ class BenchConfig(Record):
     KIND: ClassVar[str] = "bench-config"
 
     nodes: int | None = None  # None: 1 locally, every capable node of an inventory
-    backend: str = "onnxruntime"
+    backend: str = DEFAULT_BACKEND
     scenario: str = "Offline"
     mode: Mode = "performance"
     execution: Execution = "test"

@@ -1,4 +1,4 @@
-"""The backend interface and the registry of backends by name.
+"""The backend interface and the registry of backends by name (declared in ``orchestrator.hardware``).
 
 A backend runs the MLPerf BERT ONNX interface: int64 ``input_ids``,
 ``input_mask``, ``segment_ids`` of shape [batch, seq] in, start and end
@@ -18,37 +18,30 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator import hardware
 from orchestrator.errors import BackendError
 
-# name -> "module:Class". Import happens only when a backend is asked for.
-_REGISTRY: dict[str, str] = {
-    "onnxruntime": "orchestrator.backends.onnxruntime:OnnxRuntimeBackend",
-    "onnxruntime-cuda": "orchestrator.backends.onnxruntime:OnnxRuntimeCudaBackend",
-    "deepsparse": "orchestrator.backends.deepsparse:DeepSparseBackend",
-}
-
-# The runtime package each backend imports (checked before Ray starts, without importing it).
-RUNTIME_PACKAGES: dict[str, str] = {
-    "onnxruntime": "onnxruntime",
-    "onnxruntime-cuda": "onnxruntime",
-    "deepsparse": "deepsparse",
-}
-
-# What to install when a backend's runtime package is missing.
-INSTALL_HINTS: dict[str, str] = {
-    "onnxruntime": "pip install 'orch[cpu]'",
-    "onnxruntime-cuda": "pip install 'orch[cuda]' (onnxruntime-gpu, on a machine with an NVIDIA GPU)",
-    "deepsparse": "pip install 'orch[deepsparse]' (CPython <= 3.11, x86_64 or aarch64)",
-}
+# What to install when a backend's runtime package is missing (declared in the catalog).
+INSTALL_HINTS: dict[str, str] = {name: spec.install_hint for name, spec in hardware.BACKENDS.items()}
 
 
 class Backend(abc.ABC):
     """One inference runtime able to run the MLPerf BERT ONNX interface.
 
     Subclasses set ``name`` and implement ``load``, ``run`` and ``device_info``.
+    What a backend can do is declared in ``orchestrator.hardware.BACKENDS``;
+    the attributes below are the run-time state those capabilities act on.
+
+    Attributes:
+        fixed_seq_length: set by ``load``: the sequence length the loaded
+            model is fixed to, or None when it takes any (padding removal on).
+        eager: for backends declared ``warmup_compile``: compile every engine
+            in ``load`` (True), lazily (False), or as the environment says (None).
     """
 
     name: str = ""
+    fixed_seq_length: int | None = None
+    eager: bool | None = None
 
     @abc.abstractmethod
     def load(self, model_path: Path, *, threads: int | None = None, batch_size: int = 1) -> None:
@@ -85,7 +78,7 @@ class Backend(abc.ABC):
 
 def available_backends() -> list[str]:
     """Names of every registered backend (installed or not)."""
-    return sorted(_REGISTRY)
+    return sorted(hardware.BACKENDS)
 
 
 def check_backend(name: str, *, installed: bool = True) -> None:
@@ -102,12 +95,12 @@ def check_backend(name: str, *, installed: bool = True) -> None:
     """
     import importlib.util
 
-    if name not in _REGISTRY:
+    if name not in hardware.BACKENDS:
         raise BackendError(
             f"unknown backend {name!r} (--backend)",
             hint=f"choose one of: {', '.join(available_backends())}",
         )
-    package = RUNTIME_PACKAGES.get(name)
+    package = hardware.BACKENDS[name].module
     if not installed or not package:
         return
     if importlib.util.find_spec(package) is None:
@@ -132,18 +125,13 @@ def get_backend(name: str) -> Backend:
             backend's runtime package is not installed (the message says what
             to install).
     """
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise BackendError(
-            f"unknown backend {name!r} (--backend)",
-            hint=f"choose one of: {', '.join(available_backends())}",
-        )
-    module_name, class_name = target.split(":")
+    spec = hardware.backend_spec(name)
+    module_name, class_name = spec.impl.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BackendError(
             f"backend {name!r} cannot be imported ({exc})",
-            hint=f"install it with: {INSTALL_HINTS.get(name, 'pip install orch')}",
+            hint=f"install it with: {spec.install_hint}",
         ) from exc
     return getattr(module, class_name)()

@@ -90,7 +90,7 @@ def predict(
     # Cheap next to inference, and a wrong length would silently cut real tokens.
     if not np.array_equal(lengths, np.asarray(input_mask).sum(axis=1)):
         raise ValueError("lengths differ from input_mask.sum(1)")
-    fixed = getattr(backend, "fixed_seq_length", None)
+    fixed = backend.fixed_seq_length
     if remove_padding and fixed is not None:
         raise ModelError(
             f"the model loaded by backend {backend.name!r} has a fixed sequence length of {fixed}; padding removal needs a dynamic one",

@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Mapping
 
+from orchestrator import hardware
 from orchestrator.errors import RunError
 
 
@@ -143,19 +144,10 @@ def cluster_slots(nodes: int, threads: int | None, names: Mapping[str, str] | No
     return slots
 
 
-# Which backend each image profile runs (mirrors orchestrator.images.profiles,
-# kept here so a node's driver needs no image-building code).
-PROFILE_BACKENDS = {
-    "cpu-onnxruntime": "onnxruntime",
-    "cuda-onnxruntime": "onnxruntime-cuda",
-    "cpu-deepsparse": "deepsparse",
-}
-
-
 def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None) -> list[Slot]:
     """Workers for the chosen nodes of a deployed cluster (run by the driver on the head).
 
-    One worker per node, one per GPU on GPU nodes running the CUDA backend;
+    One worker per node, one per GPU on GPU nodes running a GPU backend;
     each pinned to its node's Ray node id; ``backend == "auto"`` gives each
     node its profile's backend.
 
@@ -180,9 +172,9 @@ def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None)
         ray_node = alive.get(node.ray_ip)
         if ray_node is None:
             raise RunError(f"node {name} ({node.ray_ip}) has not joined Ray", hint="run orch deploy, then orch status")
-        node_backend = PROFILE_BACKENDS.get(node.profile, backend) if backend == "auto" else backend
+        node_backend = hardware.profile_spec(node.profile).backend if backend == "auto" else backend
         cpus = float(ray_node.get("Resources", {}).get("CPU", 1.0))
-        gpus = int(node.gpus or 0) if node_backend == "onnxruntime-cuda" else 0
+        gpus = int(node.gpus or 0) if hardware.backend_spec(node_backend).gpus else 0
         count = max(1, gpus)
         for i in range(count):
             worker = f"{name}-gpu{i}" if gpus else name

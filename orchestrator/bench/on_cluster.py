@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.bench import config as cfg
-from orchestrator.bench.cluster import PROFILE_BACKENDS
 from orchestrator.bench.driver import config_path, pid_path, result_path
 from orchestrator.bench.rundir import RunDir, check_out, repoint
 from orchestrator.bench.runner import default_out
 from orchestrator.bench.session import as_interrupt
+from orchestrator.hardware import runs_backend
 from orchestrator.bench.view import PROGRESS_PREFIX, RemoteProgress
 from orchestrator.errors import InputError, Interrupted, RunError, rebuild_error
 from orchestrator.records import BenchConfig, DriverConfig, DriverResult, Faults, RecordError
@@ -50,7 +50,7 @@ def choose_nodes(inventory: Any, backend: str, nodes: int | None, *, source: str
     Raises:
         InputError: fewer nodes than asked can run the backend.
     """
-    capable = [n.name for n in inventory.nodes if backend == "auto" or PROFILE_BACKENDS.get(n.profile) == backend]
+    capable = [n.name for n in inventory.nodes if runs_backend(n.profile, backend)]
     wanted = len(capable) if nodes is None else nodes
     if wanted < 1 or len(capable) < wanted:
         able = ", ".join(capable) or "none"
@@ -90,6 +90,7 @@ def run_on_inventory(
     """
     from orchestrator.backends.base import check_backend
     from orchestrator.inventory import load_inventory
+    from orchestrator.ssh.factory import open_transport
 
     if conf.nodes is not None and conf.nodes < 1:
         raise InputError(f"--nodes must be at least 1 (got {conf.nodes})")
@@ -109,9 +110,8 @@ def run_on_inventory(
     remote_out = f"/data/runs/{run_id}"
     record = driver_config(conf, nodes, remote_out, debug=debug, faults=faults)
 
-    from orchestrator.ssh.paramiko_transport import ParamikoTransport
-
-    transport = ParamikoTransport.from_inventory(inventory, trust_new_hosts=trust_new_hosts)
+    transport = open_transport(inventory, trust_new_hosts=trust_new_hosts, debug=debug,
+                               notice=lambda line: sys.stderr.write(f"orch: {line}\n"))
     try:
         result = _drive(inventory, transport, record, live=live, debug=debug)
         local = RunDir(out, kind="submission-run" if conf.mode == "submission" else "run", force=conf.force,

@@ -46,6 +46,7 @@ class InferenceWorker:
 
     def __init__(self, spec: WorkerSpec) -> None:
         from orchestrator.backends import get_backend
+        from orchestrator.hardware import backend_spec
         from orchestrator.squad.library import load_features
 
         self.spec = spec
@@ -56,11 +57,13 @@ class InferenceWorker:
         self.lengths = features.lengths
         self.cache_key = features.cache_key
         self.backend = get_backend(spec.backend)
-        if getattr(self.backend, "eager", False) is None and os.environ.get("ORCH_DEEPSPARSE_EAGER") is None:
+        capabilities = backend_spec(spec.backend)
+        if capabilities.warmup_compile and self.backend.eager is None and os.environ.get("ORCH_DEEPSPARSE_EAGER") is None:
             # Compile every engine now, before loadgen's clock starts, so a
             # performance run does not time the compilation.
             self.backend.eager = True
         self.backend.load(Path(spec.model_path), threads=spec.threads, batch_size=spec.batch_size)
+        self.remove_padding = capabilities.variable_seq_length and self.backend.fixed_seq_length is None
         self.chunks_done = 0
 
     def info(self) -> dict[str, Any]:
@@ -102,7 +105,7 @@ class InferenceWorker:
             self.lengths[idx],
             batch_size=self.spec.batch_size,
             # A model exported for a fixed 384 length can't be fed shorter batches.
-            remove_padding=getattr(self.backend, "fixed_seq_length", None) is None,
+            remove_padding=self.remove_padding,
         )
         answer = logits if return_logits else np.argmax(logits, axis=1).astype(np.int16)
         self.chunks_done += 1

@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None, *, faults=None, handle_signals: bool | N
     except OrchError as exc:
         if state.debug:
             traceback.print_exc()
-        error_line(str(exc))
+        for line in exc.lines():
+            error_line(line)
         return exc.exit_code
     except exit_types as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):

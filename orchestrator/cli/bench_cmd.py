@@ -46,6 +46,7 @@ def bench(
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html into the run directory."),
 ) -> None:
     """Run MLPerf BERT-99 Offline: one loadgen SUT, the query sharded over Ray workers."""
+    from orchestrator.hardware import DEFAULT_BACKEND
     from orchestrator.records import BenchConfig
 
     meta = None
@@ -55,7 +56,7 @@ def bench(
         meta = load_system_meta(system_meta.expanduser())
     conf = BenchConfig(
         nodes=nodes,
-        backend=backend or ("auto" if inventory else "onnxruntime"),
+        backend=backend or ("auto" if inventory else DEFAULT_BACKEND),
         scenario=scenario,
         mode=_choice("--mode", mode, ("performance", "accuracy", "submission")),
         execution=_choice("--execution", execution, ("test", "valid")),

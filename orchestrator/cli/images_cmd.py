@@ -58,6 +58,7 @@ def build_cmd(
     from rich.panel import Panel
     from rich.text import Text
 
+    from orchestrator.errors import is_interrupt
     from orchestrator.images.build import build_image, docker_client
     from orchestrator.images.invariant import check_same_runtime
 
@@ -74,13 +75,21 @@ def build_cmd(
         def view() -> Panel:
             return Panel(Text("\n".join(lines)), title=f"orch images build {name} ({platform})", height=17)
 
-        with Live(view(), console=console, refresh_per_second=4, transient=True) as live:
+        try:
+            with Live(view(), console=console, refresh_per_second=4, transient=True) as live:
 
-            def log(line: str) -> None:
-                lines.append(line.rstrip())
-                live.update(view())
+                def log(line: str) -> None:
+                    lines.append(line.rstrip())
+                    live.update(view())
 
-            outcome = build_image(name, platform=platform, base_image=base_image, force=force, client=client, log=log)
+                outcome = build_image(name, platform=platform, base_image=base_image, force=force, client=client,
+                                      log=log)
+        except BaseException as exc:
+            if is_interrupt(exc):
+                # The wheelhouse lands in place only when complete, and the engine sets the tag only when
+                # a build completes: an interrupted build leaves neither half done.
+                console.print(f"images build interrupted during {name}: no new image was tagged", markup=False)
+            raise
         house = outcome.wheelhouse
         fetched = f"downloaded in {house.seconds:.0f} s" if house.downloaded else "cached"
         console.print(f"wheelhouse {name}: {len(house.wheels)} wheels, {_mb(house.size_bytes)} ({fetched})")

@@ -34,9 +34,23 @@ def up_cmd(
 
     from orchestrator.sandbox.lifecycle import up
 
+    from orchestrator.errors import is_interrupt
+    from orchestrator.sandbox.state import load_state
+
     console = Console()
-    with console.status(f"starting sandbox {name} ({nodes} nodes)..."):
-        result = up(nodes, name=name, cpus_per_node=cpus_per_node, inventory_path=inventory)
+    try:
+        with console.status(f"starting sandbox {name} ({nodes} nodes)..."):
+            result = up(nodes, name=name, cpus_per_node=cpus_per_node, inventory_path=inventory)
+    except BaseException as exc:
+        if is_interrupt(exc):
+            # up removes what it made on any failure; say whether that finished.
+            left = load_state(name) is not None
+            Console(stderr=True).print(
+                f"sandbox {name}: interrupted; what up had made is still there: run orch sandbox down --name {name}"
+                if left else f"sandbox {name}: interrupted; everything up had made was removed",
+                markup=False, soft_wrap=True,
+            )
+        raise
     plan = result.plan
     console.print(f"sandbox [bold]{plan.name}[/bold] up in {result.seconds:.1f} s: {len(plan.nodes)} nodes on {plan.bridge} ({plan.network})")
     for node in plan.nodes:

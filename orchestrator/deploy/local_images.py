@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from orchestrator.deploy.plan import ImageFacts
+from orchestrator.deploy.facts import ImageFacts
 from orchestrator.errors import InputError, OrchError
 
 SAVE_CHUNK = 4 << 20

@@ -1,468 +1,354 @@
-"""Pure plans: the exact remote commands of a deploy, and parsers for their output.
+"""The deploy plan: from every node's facts, the ordered steps that bring it to the deployed state.
 
-Nothing here connects anywhere: each function maps inventory values (already
-validated) and image facts to command strings, or a command's output to
-facts. ``orchestrator.deploy.runner`` runs them through a transport.
+Pure: ``plan_deploy`` maps the inventory, the facts ``facts.gather`` read, the
+local images and the bundle to typed steps, and connects to nothing. A node
+already as wanted gets no step, so a second deploy with nothing changed has
+an empty plan (it ships nothing and restarts nothing). ``runner.execute``
+runs the steps stage by stage, each stage on every node in parallel:
+
+1. ``shipping``: ``ShipImage``, ``CopyFiles``, ``StartContainer`` (in this order per node);
+2. ``firewall``: ``ApplyFirewall`` or ``RemoveFirewall``, before Ray listens;
+3. ``ray head``: ``StartRay`` on the head, then ``ray workers``: ``StartRay`` on the others;
+4. ``WaitForRay``: until every node is in the cluster with its resources.
+
+``orch deploy --dry-run`` prints ``DeployPlan.describe()``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import json
-import shlex
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
 
-from orchestrator.errors import InputError
+from orchestrator.deploy import commands as cmd
+from orchestrator.deploy.bundle import Bundle, BundleFile, deploy_json, files_to_send, json_text, manifest_text
+from orchestrator.deploy.container import Container
+from orchestrator.deploy.facts import ClusterFacts, ImageFacts, NodeFacts
 from orchestrator.inventory import Inventory, Node
-from orchestrator.ssh.transport import remote_cmd
 
-# Everything orch creates on a node carries this label (teardown filters on it).
-CLUSTER_LABEL = "org.orch.cluster"
-NODE_LABEL = "org.orch.node"
-# Inside orch's container: the node's data_dir, and orch's cache within it.
-CONTAINER_DATA = "/data"
-CONTAINER_CACHE = "/data/cache"
-# Bookkeeping inside data_dir: what orch shipped there (and so may remove).
-STATE_DIR = ".orch"
-MANIFEST = ".orch/manifest.json"
-IMAGES_LOADED = ".orch/images"
-DEPLOY_JSON = "deploy.json"
-# Folders orch owns inside data_dir (teardown --data removes exactly these).
-OWNED = ("cache", "files", "runs", DEPLOY_JSON, STATE_DIR)
-SHM_SIZE = "2g"
+MiB = 1024 * 1024
 
-# uname -m -> Docker's architecture name.
-MACHINE_TO_DOCKER_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+# Stages in the order they run; a stage starts once every node finished the one before.
+SHIPPING, FIREWALL, RAY_HEAD, RAY_WORKERS = "shipping", "firewall", "ray head", "ray workers"
+STAGES = (SHIPPING, FIREWALL, RAY_HEAD, RAY_WORKERS)
 
 
 @dataclass(frozen=True)
-class ImageFacts:
-    """A local image as ``docker image inspect`` describes it."""
+class ShipImage:
+    """``docker save`` here streamed into ``docker load`` on the node, then its id checked and recorded."""
 
-    tag: str
-    id: str
-    arch: str  # Docker's name: amd64, arm64
-    size: int  # bytes, uncompressed
-    labels: dict[str, str] | None = None  # Config.Labels (orch stamps its Python and Ray there)
+    image: ImageFacts
+    stage: ClassVar[str] = SHIPPING
+    phase: ClassVar[str] = "image"  # what the live view shows
+    if_interrupted: ClassVar[str] = "docker load tags nothing until the whole image has arrived, so no half image carries the tag"
 
-
-def data_path(node: Node, relative: str) -> str:
-    """An absolute path inside the node's data_dir."""
-    return f"{node.data_dir}/{relative}" if relative else node.data_dir
+    def summary(self) -> str:
+        return f"ship image {self.image.tag} ({self.image.size / MiB:.0f} MiB): docker save | docker load"
 
 
-# -- preflight -------------------------------------------------------------------
+@dataclass(frozen=True)
+class CopyFiles:
+    """Send the bundle's missing files into data_dir, then the manifest and deploy.json when they changed."""
+
+    data_dir: str
+    files: tuple[BundleFile, ...]
+    mkdirs: bool
+    manifest: str | None  # text to write, None when the node's is already this
+    deploy_json: str | None
+    stage: ClassVar[str] = SHIPPING
+    phase: ClassVar[str] = "files"  # what the live view shows
+    if_interrupted: ClassVar[str] = "a file cut short is left as <file>.part and sent again next time; the manifest is written last"
+
+    def summary(self) -> str:
+        parts = []
+        if self.files:
+            size = sum(f.size for f in self.files) / MiB
+            parts.append(f"copy {len(self.files)} file{'s' if len(self.files) > 1 else ''} ({size:.1f} MiB) to {self.data_dir}")
+        written = [name for name, text in (("manifest", self.manifest), ("deploy.json", self.deploy_json)) if text]
+        if written:
+            parts.append("write " + " and ".join(written))
+        return "; ".join(parts) or f"create {self.data_dir}"
 
 
-def preflight_commands(inventory: Inventory, node: Node) -> dict[str, str]:
-    """The checks run on a node before anything is shipped, by name.
+@dataclass(frozen=True)
+class StartContainer:
+    """Remove an old container (another image, or stopped), then ``docker run`` orch's; check the GPUs it sees."""
 
-    ``docker_root`` is needed to check free disk where images land; ``df`` is
-    planned separately (``df_command``) once it is known.
-    """
-    commands = {
-        "uname": "uname -m",
-        "docker": "docker version --format '{{.Server.Version}}'",
-        "docker_root": "docker info --format '{{.DockerRootDir}}'",
-        "mkdir": remote_cmd("mkdir", "-p", data_path(node, STATE_DIR)),
-    }
-    if node.ray_ip is None and inventory.ray.interface is not None and not _is_ip(node.host):
-        commands["ray_ip"] = remote_cmd("ip", "-4", "-o", "addr", "show", "dev", inventory.ray.interface)
-    if inventory.ray.firewall:
-        commands["iptables"] = "command -v iptables"
-    if node.profile.startswith("cuda"):
-        commands["nvidia_smi"] = "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits"
-        commands["runtimes"] = "docker info --format '{{json .Runtimes}}'"
-        # `docker run --gpus` works through the toolkit's hook even when no
-        # "nvidia" runtime is registered (CDI setups): accept either.
-        commands["gpu_hook"] = "command -v nvidia-container-runtime-hook nvidia-container-toolkit || true"
-    return commands
+    name: str
+    image: ImageFacts
+    replace: bool
+    gpus: int
+    stage: ClassVar[str] = SHIPPING
+    phase: ClassVar[str] = "container"  # what the live view shows
+    if_interrupted: ClassVar[str] = "the container may be left without Ray; the next deploy keeps or replaces it"
+
+    def summary(self) -> str:
+        verb = "replace" if self.replace else "start"
+        return f"{verb} container {self.name} ({self.image.tag})"
 
 
-def df_command(node: Node, docker_root: str) -> str:
-    """Free bytes on the data_dir's and Docker root's file systems."""
-    return remote_cmd("df", "-P", "-B1", node.data_dir, docker_root)
+@dataclass(frozen=True)
+class ApplyFirewall:
+    """Make INPUT send TCP for Ray's ports to chain ``ORCH-<cluster>``, which admits only the cluster's addresses."""
+
+    chain: str
+    addresses: tuple[str, ...]
+    fill: bool  # (re)write the chain's rules
+    chain_exists: bool  # flush it first instead of creating it
+    delete_jumps: tuple[tuple[str, ...], ...]  # stale INPUT jumps to remove
+    insert_jump: bool
+    stage: ClassVar[str] = FIREWALL
+    phase: ClassVar[str] = "firewall"  # what the live view shows
+    if_interrupted: ClassVar[str] = "Ray is not started before its firewall is complete; the next deploy finishes the chain"
+
+    def summary(self) -> str:
+        parts = []
+        if self.fill:
+            parts.append(f"{'rewrite' if self.chain_exists else 'create'} chain {self.chain} "
+                         f"(loopback + {len(set(self.addresses))} cluster address{'es' if len(set(self.addresses)) > 1 else ''})")
+        if self.delete_jumps:
+            parts.append(f"delete {len(self.delete_jumps)} old INPUT jump{'s' if len(self.delete_jumps) > 1 else ''}")
+        if self.insert_jump:
+            parts.append(f"insert the INPUT jump to {self.chain} for Ray's ports")
+        return ", ".join(parts)
 
 
-def parse_df(stdout: str) -> list[int]:
-    """Available bytes per path from ``df -P -B1`` output, in argument order."""
-    rows = [line.split() for line in stdout.strip().splitlines()[1:] if line.strip()]
-    return [int(row[3]) for row in rows if len(row) >= 6 and row[3].isdigit()]
+@dataclass(frozen=True)
+class RemoveFirewall:
+    """``ray.firewall: false``: remove a chain and jumps an earlier deploy left."""
+
+    chain: str
+    delete_jumps: tuple[tuple[str, ...], ...]
+    remove_chain: bool
+    stage: ClassVar[str] = FIREWALL
+    phase: ClassVar[str] = "firewall"  # what the live view shows
+    if_interrupted: ClassVar[str] = "some of orch's old iptables rules may be left; the next deploy removes them"
+
+    def summary(self) -> str:
+        return f"firewall off: remove orch's chain {self.chain} and its INPUT jump"
 
 
-def parse_ip_addr(stdout: str) -> str | None:
-    """The first IPv4 address in ``ip -4 -o addr show dev X`` output."""
-    for line in stdout.splitlines():
-        parts = line.split()
-        if "inet" in parts:
-            return parts[parts.index("inet") + 1].split("/")[0]
-    return None
+@dataclass(frozen=True)
+class StartRay:
+    """``ray start`` in the node's container (``ray stop`` first when the container was kept)."""
+
+    head: bool
+    ip: str
+    head_ip: str
+    stop_first: bool
+    port: int
+    phase: ClassVar[str] = "ray"  # what the live view shows
+    if_interrupted: ClassVar[str] = "Ray may be running on part of the cluster; the next deploy starts what is missing"
+
+    @property
+    def stage(self) -> str:  # type: ignore[override]
+        return RAY_HEAD if self.head else RAY_WORKERS
+
+    def summary(self) -> str:
+        stop = "ray stop, then " if self.stop_first else ""
+        if self.head:
+            return f"{stop}start the Ray head on {self.ip}:{self.port}"
+        return f"{stop}join Ray at {self.head_ip}:{self.port} from {self.ip}"
 
 
-def parse_gpus(stdout: str) -> list[dict[str, Any]]:
-    """GPUs from ``nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits``."""
-    gpus = []
-    for line in stdout.strip().splitlines():
-        name, _, mem = line.rpartition(",")
-        if name:
-            gpus.append({"model": name.strip(), "memory_bytes": int(float(mem.strip()) * 1024 * 1024)})
-    return gpus
+@dataclass(frozen=True)
+class WaitForRay:
+    """Ask the head until every node is alive in Ray with its CPUs/GPUs (a restarted one with a new id)."""
+
+    nodes: tuple[str, ...]
+    restarted: tuple[str, ...]
+    old_ids: dict[str, Any]  # Ray IP -> node id seen before anything started
+    timeout: float
+    if_interrupted: ClassVar[str] = "Ray was started; orch status shows whether every node joined"
+
+    def summary(self) -> str:
+        return f"wait until {len(self.nodes)} node{'s' if len(self.nodes) > 1 else ''} are in Ray with their resources (up to {self.timeout:.0f} s)"
 
 
-def has_nvidia_runtime(stdout: str) -> bool:
-    """True when ``docker info --format '{{json .Runtimes}}'`` lists the nvidia runtime."""
-    try:
-        runtimes = json.loads(stdout or "{}")
-    except json.JSONDecodeError:
-        return False
-    return any("nvidia" in name for name in runtimes)
+Step = Union[ShipImage, CopyFiles, StartContainer, ApplyFirewall, RemoveFirewall, StartRay]
 
 
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+@dataclass(frozen=True)
+class NodePlan:
+    """One node's steps, in order, and what stays as it is."""
+
+    node: Node
+    facts: NodeFacts
+    steps: tuple[Step, ...]
+    firewall_on: bool
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def kept(self) -> list[str]:
+        """What this node keeps, for the dry run's one line per unchanged node."""
+        kinds = {type(step) for step in self.steps}
+        kept = []
+        if ShipImage not in kinds:
+            kept.append("image")
+        if CopyFiles not in kinds:
+            kept.append("files")
+        if StartContainer not in kinds:
+            kept.append("container")
+        if not kinds & {ApplyFirewall, RemoveFirewall}:
+            kept.append("firewall" if self.firewall_on else "no firewall")
+        if StartRay not in kinds:
+            kept.append("Ray")
+        return kept
 
 
-def gpus_in_container_command(inventory: Inventory, node: Node) -> str:
-    """Lists the GPUs orch's container sees (one ``GPU n: ...`` line each)."""
-    return remote_cmd("docker", "exec", inventory.container_name(node), "nvidia-smi", "-L")
+@dataclass(frozen=True)
+class DeployPlan:
+    """Every node's steps and the final wait for Ray."""
+
+    inventory: Inventory
+    facts: ClusterFacts
+    images: dict[str, ImageFacts]
+    bundle: Bundle | None
+    nodes: dict[str, NodePlan]
+    wait: WaitForRay | None = None
+    ray_ips: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing would change on any node."""
+        return self.wait is None and not any(p.steps for p in self.nodes.values())
+
+    def stage(self, stage: str) -> dict[str, list[Step]]:
+        """node name -> its steps of ``stage``, for the nodes that have any."""
+        out = {name: [s for s in p.steps if s.stage == stage] for name, p in self.nodes.items()}
+        return {name: steps for name, steps in out.items() if steps}
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as data: per node its steps (stage, kind, summary) and what it keeps."""
+        return {
+            "cluster": self.inventory.cluster,
+            "nodes": {
+                name: {
+                    "steps": [{"stage": s.stage, "step": type(s).__name__, "summary": s.summary()} for s in p.steps],
+                    "kept": p.kept(),
+                }
+                for name, p in self.nodes.items()
+            },
+            "left_out": dict(self.facts.left_out),
+            "wait_for_ray": self.wait.summary() if self.wait is not None else None,
+            "empty": self.empty,
+        }
+
+    def describe(self) -> list[str]:
+        """The plan as lines: one block per node with its steps in order, each tagged with its stage.
+
+        Stages run in ``STAGES`` order, each on every node at once: all
+        shipping, then all firewalls, then the Ray head, then the workers.
+        """
+        out = []
+        for name, plan in self.nodes.items():
+            where = f"{name} ({plan.node.host}, Ray {plan.facts.ray_ip}, {plan.node.profile})"
+            if not plan.steps:
+                out.append(f"{where}: nothing to do ({', '.join(plan.kept())} kept)")
+                continue
+            out.append(f"{where}:")
+            out += [f"  {i}. [{step.stage}] {step.summary()}" for i, step in enumerate(plan.steps, 1)]
+        for name, reason in self.facts.left_out.items():
+            out.append(f"{name}: left out ({reason})")
+        if self.wait is not None:
+            out.append(f"cluster: then {self.wait.summary()}")
+        return out
 
 
-def count_gpu_lines(stdout: str) -> int:
-    return sum(1 for line in stdout.splitlines() if line.startswith("GPU "))
+def _copy_files(inventory: Inventory, node: Node, facts: NodeFacts, bundle: Bundle,
+                ray_ips: dict[str, str]) -> CopyFiles | None:
+    send = tuple(files_to_send(node, bundle, facts.manifest or "", facts.sizes))
+    has_manifest = facts.manifest is not None
+    manifest = manifest_text(bundle)
+    if has_manifest and not send and facts.manifest == manifest:
+        manifest = None
+    deployed = json_text(deploy_json(inventory, node, bundle, ray_ips))
+    if facts.deploy_json == deployed:
+        deployed = None
+    step = CopyFiles(node.data_dir, send, mkdirs=bool(send) or not has_manifest, manifest=manifest, deploy_json=deployed)
+    return step if (step.files or step.mkdirs or step.manifest or step.deploy_json) else None
 
 
-def ray_ip(node: Node, looked_up: str | None = None) -> str | None:
-    """The address Ray binds to on ``node``: ray_ip, else host when it is an IP, else the interface's."""
-    if node.ray_ip:
-        return node.ray_ip
-    if _is_ip(node.host):
-        return node.host
-    return looked_up
-
-
-# -- image -----------------------------------------------------------------------
-
-
-def image_id_command(tag: str) -> str:
-    """Prints the id of ``tag`` on the node (exit 1 when absent)."""
-    return remote_cmd("docker", "image", "inspect", "--format", "{{.Id}}", tag)
-
-
-def image_load_command() -> str:
-    """Reads a ``docker save`` tar on stdin."""
-    return "docker load"
-
-
-def record_image_command(node: Node, image: ImageFacts) -> str:
-    """Remembers that orch loaded this image, so ``teardown --images`` may remove it."""
-    line = remote_cmd("printf", "%s %s\\n", image.id, image.tag)
-    return f"{line} >> {remote_cmd(data_path(node, IMAGES_LOADED))}"
-
-
-# -- container -------------------------------------------------------------------
-
-
-def container_inspect_command(inventory: Inventory, node: Node) -> str:
-    """Prints ``<status> <image id>`` of orch's container (exit 1 when absent)."""
-    return remote_cmd(
-        "docker", "inspect", "--type", "container", "--format", "{{.State.Status}} {{.Image}}",
-        inventory.container_name(node),
-    )
-
-
-def parse_container(result_ok: bool, stdout: str) -> tuple[str, str] | None:
-    """(status, image id) of a container, or None when it does not exist."""
-    if not result_ok:
+def _firewall(inventory: Inventory, facts: NodeFacts, addresses: list[str]) -> Step | None:
+    chain = cmd.firewall_chain(inventory)
+    fw = facts.firewall
+    if not inventory.ray.firewall:
+        if fw.jumps or fw.chain is not None:
+            return RemoveFirewall(chain, fw.jumps, remove_chain=fw.chain is not None)
         return None
-    parts = stdout.strip().split()
-    return (parts[0], parts[1]) if len(parts) >= 2 else None
+    fill = fw.chain is None or list(fw.chain) != cmd.firewall_chain_rules(inventory, addresses)
+    current = len(fw.jumps) == 1 and fw.jump_current
+    if not fill and current:
+        return None
+    return ApplyFirewall(chain, tuple(addresses), fill=fill, chain_exists=fw.chain is not None,
+                         delete_jumps=() if current else fw.jumps, insert_jump=not current)
 
 
-def container_remove_command(inventory: Inventory, node: Node) -> str:
-    return remote_cmd("docker", "rm", "-f", inventory.container_name(node))
+def plan_deploy(
+    inventory: Inventory,
+    facts: ClusterFacts,
+    images: dict[str, ImageFacts],
+    *,
+    bundle: Bundle | None = None,
+    ray_timeout: float = 180.0,
+) -> DeployPlan:
+    """The steps that bring every node of ``facts`` to the deployed state.
 
-
-def container_run_command(inventory: Inventory, node: Node, image: ImageFacts) -> str:
-    """Starts orch's long-lived container: host network, data_dir at /data, GPUs for CUDA nodes."""
-    argv: list[str] = [
-        "docker", "run", "-d",
-        "--name", inventory.container_name(node),
-        "--label", f"{CLUSTER_LABEL}={inventory.cluster}",
-        "--label", f"{NODE_LABEL}={node.name}",
-        "--network", "host",
-        # Ray's object store lives in /dev/shm; Docker's 64 MB default makes it spill to disk.
-        "--shm-size", SHM_SIZE,
-        "--restart", "no",
-        "-e", f"ORCH_CACHE_DIR={CONTAINER_CACHE}",
-        "-e", f"ORCH_NODE={node.name}",
-        "-e", "RAY_USAGE_STATS_ENABLED=0",
-        "-v", f"{node.data_dir}:{CONTAINER_DATA}",
-    ]
-    if node.profile.startswith("cuda"):
-        argv += ["--gpus", "all"]
-    # Whatever the image's entrypoint, the container idles; work arrives by docker exec.
-    argv += ["--entrypoint", "sleep", image.tag, "infinity"]
-    return remote_cmd(*argv)
-
-
-# -- ray -------------------------------------------------------------------------
-
-
-def _ray_common(inventory: Inventory, node: Node, ip: str) -> list[str]:
-    ray = inventory.ray
-    argv = [
-        f"--node-ip-address={ip}",
-        f"--object-manager-port={ray.object_manager_port}",
-        f"--node-manager-port={ray.node_manager_port}",
-        f"--min-worker-port={ray.min_worker_port}",
-        f"--max-worker-port={ray.max_worker_port}",
-        # Left out, Ray 2.60 picks these at random; fixed, the firewall can name them.
-        f"--dashboard-agent-grpc-port={ray.dashboard_agent_grpc_port}",
-        f"--dashboard-agent-listen-port={ray.dashboard_agent_listen_port}",
-        f"--runtime-env-agent-port={ray.runtime_env_agent_port}",
-        f"--metrics-export-port={ray.metrics_export_port}",
-        f"--num-gpus={node.gpus}",
-        "--disable-usage-stats",
-    ]
-    if node.cpus is not None:
-        argv.append(f"--num-cpus={node.cpus}")
-    return argv
-
-
-def ray_head_command(inventory: Inventory, node: Node, ip: str) -> str:
-    """``ray start --head`` inside the head node's container, bound to its cluster address."""
-    ray = inventory.ray
-    argv = ["docker", "exec", inventory.container_name(node), "ray", "start", "--head", f"--port={ray.port}"]
-    argv += _ray_common(inventory, node, ip)
-    if ray.dashboard:
-        argv += ["--include-dashboard=true", f"--dashboard-host={ip}", f"--dashboard-port={ray.dashboard_port}"]
-    else:
-        argv += ["--include-dashboard=false"]
-    return remote_cmd(*argv)
-
-
-def ray_worker_command(inventory: Inventory, node: Node, ip: str, head_ip: str) -> str:
-    """``ray start --address=<head>`` inside a worker node's container."""
-    argv = [
-        "docker", "exec", inventory.container_name(node), "ray", "start",
-        f"--address={head_ip}:{inventory.ray.port}",
-    ]
-    argv += _ray_common(inventory, node, ip)
-    return remote_cmd(*argv)
-
-
-def ray_stop_command(inventory: Inventory, node: Node) -> str:
-    return remote_cmd("docker", "exec", inventory.container_name(node), "ray", "stop", "--force")
-
-
-# Runs inside the head container: prints one JSON list of Ray's nodes. A plain
-# TCP probe first, so a head without Ray answers at once instead of after
-# ray.init's connection retries.
-RAY_NODES_SCRIPT = """
-import json, socket, sys, os
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-ip, port = sys.argv[1], int(sys.argv[2])
-try:
-    socket.create_connection((ip, port), timeout=3).close()
-except OSError as exc:
-    print(json.dumps({"error": "no Ray head at %s:%d (%s)" % (ip, port, exc)}))
-    sys.exit(0)
-import logging
-import ray
-ray.init(address="%s:%d" % (ip, port), _node_ip_address=ip, logging_level=logging.ERROR,
-         log_to_driver=False, configure_logging=False)
-nodes = [{"ip": n["NodeManagerAddress"], "alive": bool(n["Alive"]), "node_id": n["NodeID"],
-          "resources": n.get("Resources", {})} for n in ray.nodes()]
-print(json.dumps({"nodes": nodes}))
-"""
-
-
-def ray_nodes_command(inventory: Inventory, head: Node, head_ip: str) -> str:
-    """Lists Ray's nodes as JSON, from inside the head container."""
-    return remote_cmd(
-        "docker", "exec", inventory.container_name(head), "python", "-c", RAY_NODES_SCRIPT, head_ip, inventory.ray.port
-    )
-
-
-def parse_ray_nodes(stdout: str) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """(alive nodes by IP -> {node_id, resources}, error or None) from the script's output."""
-    line = next((ln for ln in reversed(stdout.strip().splitlines()) if ln.startswith("{")), "")
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
-        return {}, f"unexpected output: {stdout.strip()[-200:]!r}"
-    if "error" in data:
-        return {}, str(data["error"])
-    alive = {n["ip"]: n for n in data.get("nodes", []) if n.get("alive")}
-    return alive, None
-
-
-def ray_resources_ok(node: Node, resources: dict[str, float]) -> bool:
-    """True when a Ray node offers what the inventory says it should."""
-    if node.cpus is not None and int(resources.get("CPU", 0)) != node.cpus:
-        return False
-    if int(resources.get("GPU", 0)) != node.gpus:
-        return False
-    return True
-
-
-# -- firewall --------------------------------------------------------------------
-#
-# Ray 2.60 binds its servers on all interfaces whatever --node-ip-address says,
-# so each node's host network namespace (where the host-network container's
-# Ray listens) gets a chain that lets only loopback and the cluster's Ray
-# addresses reach Ray's ports. INPUT jumps to it for TCP to those ports only.
-
-IPTABLES = ("iptables", "-w")  # -w: wait for the xtables lock instead of failing
-CHAIN_MAX = 28  # iptables' limit on a chain name
-LOOPBACK = "127.0.0.0/8"
-
-
-def firewall_chain(inventory: Inventory) -> str:
-    """``ORCH-<cluster>``; a name past iptables' 28 characters is cut and given a hash suffix."""
-    name = f"ORCH-{inventory.cluster}"
-    if len(name) <= CHAIN_MAX:
-        return name
-    digest = hashlib.sha256(inventory.cluster.encode()).hexdigest()[:8]
-    return f"{name[: CHAIN_MAX - 9]}-{digest}"
-
-
-def firewall_ports(inventory: Inventory) -> str:
-    """Ray's TCP ports as one ``multiport --dports`` list: the fixed ones, then the worker range."""
-    ray = inventory.ray
-    ports = sorted(set(ray.fixed_ports().values()))
-    return ",".join([*map(str, ports), f"{ray.min_worker_port}:{ray.max_worker_port}"])
-
-
-def _jump(inventory: Inventory) -> list[str]:
-    return ["-p", "tcp", "-m", "multiport", "--dports", firewall_ports(inventory), "-j", firewall_chain(inventory)]
-
-
-def firewall_sources(addresses: list[str]) -> list[str]:
-    """The sources allowed in: loopback, then each distinct cluster address as a /32.
+    Args:
+        inventory: the validated inventory.
+        facts: what ``facts.gather`` read (only the nodes taking part).
+        images: profile -> the local image its nodes run.
+        bundle: the files to ship (None: none).
+        ray_timeout: seconds the final wait for Ray may take.
 
     Raises:
-        InputError: an address is not IPv4 (the chain is an iptables one).
+        InputError: a cluster address is not IPv4 while ``ray.firewall`` is on.
     """
-    sources = [LOOPBACK]
-    for address in addresses:
-        ip = ipaddress.ip_address(address)
-        if ip.version != 4:
-            raise InputError(
-                f"ray.firewall supports IPv4 cluster addresses only, {address} is not; set ray.firewall: false"
-            )
-        if f"{ip}/32" not in sources:
-            sources.append(f"{ip}/32")
-    return sources
+    ray_ips = {name: f.ray_ip for name, f in facts.nodes.items()}
+    # Every inventory node's address, left-out ones too when known, so a node
+    # that comes back later is not locked out of the others.
+    addresses = [a for a in (ray_ips.get(n.name) or cmd.ray_ip(n) for n in inventory.nodes) if a]
+    if inventory.ray.firewall:
+        cmd.firewall_sources(addresses)  # a non-IPv4 address fails here, once, before any node is touched
+    head = inventory.head_node
+    head_ip = ray_ips[head.name]
+    alive = facts.ray_alive
+    head_kept = facts.nodes[head.name].container_runs(images[head.profile])
+    head_ok = head_kept and head_ip in alive and cmd.ray_resources_ok(head, alive[head_ip].get("resources", {}))
+    # A head started anew has no workers: they all join it again.
+    members = alive if head_ok else {}
 
-
-def firewall_chain_rules(inventory: Inventory, addresses: list[str]) -> list[str]:
-    """The chain exactly as ``iptables -S <chain>`` prints it when it is as orch wants it."""
-    chain = firewall_chain(inventory)
-    rules = [f"-N {chain}"]
-    rules += [f"-A {chain} -s {source} -j ACCEPT" for source in firewall_sources(addresses)]
-    rules.append(f"-A {chain} -j DROP")
-    return rules
-
-
-def parse_rules(stdout: str) -> list[str]:
-    """``iptables -S`` output as a list of its non-empty lines."""
-    return [line.strip() for line in stdout.splitlines() if line.strip()]
-
-
-def firewall_read_chain_command(inventory: Inventory) -> str:
-    """Prints orch's chain in ``-S`` form (exit 1 when it does not exist)."""
-    return remote_cmd(*IPTABLES, "-S", firewall_chain(inventory))
-
-
-def firewall_fill_command(inventory: Inventory, addresses: list[str], *, exists: bool) -> str:
-    """Creates orch's chain (or empties it when it ``exists``) and appends its rules, in one command."""
-    chain = firewall_chain(inventory)
-    steps = [remote_cmd(*IPTABLES, "-F" if exists else "-N", chain)]
-    steps += [remote_cmd(*IPTABLES, *rule.split()) for rule in firewall_chain_rules(inventory, addresses)[1:]]
-    return " && ".join(steps)
-
-
-def firewall_read_input_command() -> str:
-    """Prints the INPUT chain in ``-S`` form (to find jumps to orch's chain)."""
-    return remote_cmd(*IPTABLES, "-S", "INPUT")
-
-
-def parse_jumps(inventory: Inventory, stdout: str) -> list[list[str]]:
-    """The rule specs (after ``-A INPUT``) of every INPUT rule jumping to orch's chain."""
-    chain = firewall_chain(inventory)
-    jumps = []
-    for line in parse_rules(stdout):
-        argv = shlex.split(line)
-        if argv[:2] == ["-A", "INPUT"] and argv[-2:] == ["-j", chain]:
-            jumps.append(argv[2:])
-    return jumps
-
-
-def firewall_jump_check_command(inventory: Inventory) -> str:
-    """Exit 0 when INPUT already jumps to orch's chain for Ray's current ports."""
-    return remote_cmd(*IPTABLES, "-C", "INPUT", *_jump(inventory))
-
-
-def firewall_jump_insert_command(inventory: Inventory) -> str:
-    """Puts the jump first in INPUT, so no earlier ACCEPT lets the world in."""
-    return remote_cmd(*IPTABLES, "-I", "INPUT", "1", *_jump(inventory))
-
-
-def firewall_jump_delete_command(spec: list[str]) -> str:
-    """Deletes one INPUT rule given as ``parse_jumps`` returns it."""
-    return remote_cmd(*IPTABLES, "-D", "INPUT", *spec)
-
-
-def firewall_remove_chain_command(inventory: Inventory) -> str:
-    """Empties and deletes orch's chain (its jumps must be gone first)."""
-    chain = firewall_chain(inventory)
-    return f"{remote_cmd(*IPTABLES, '-F', chain)} && {remote_cmd(*IPTABLES, '-X', chain)}"
-
-
-# -- status and teardown ---------------------------------------------------------
-
-
-def list_containers_command(inventory: Inventory) -> str:
-    """Names of every container orch created for this cluster on the node (running or not)."""
-    return remote_cmd(
-        "docker", "ps", "-a", "--filter", f"label={CLUSTER_LABEL}={inventory.cluster}", "--format", "{{.Names}}"
-    )
-
-
-def remove_containers_command(names: list[str]) -> str:
-    return remote_cmd("docker", "rm", "-f", *names)
-
-
-def loaded_images_command(node: Node) -> str:
-    """Prints ``<id> <tag>`` lines of the images orch loaded on the node."""
-    return remote_cmd("cat", data_path(node, IMAGES_LOADED))
-
-
-def parse_loaded_images(stdout: str) -> list[tuple[str, str]]:
-    pairs = []
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and (parts[0], parts[1]) not in pairs:
-            pairs.append((parts[0], parts[1]))
-    return pairs
-
-
-def remove_image_command(tag: str) -> str:
-    return remote_cmd("docker", "image", "rm", tag)
-
-
-def manifest_exists_command(node: Node) -> str:
-    return remote_cmd("test", "-f", data_path(node, MANIFEST))
-
-
-def remove_data_command(node: Node) -> str:
-    """Removes only the entries orch owns in data_dir, then data_dir itself if that left it empty."""
-    paths = [data_path(node, name) for name in OWNED]
-    return f"{remote_cmd('rm', '-rf', '--', *paths)} && {remote_cmd('rmdir', '--ignore-fail-on-non-empty', node.data_dir)}"
+    plans: dict[str, NodePlan] = {}
+    started: list[str] = []
+    for node in inventory.nodes:
+        if node.name not in facts.nodes:
+            continue
+        f = facts.nodes[node.name]
+        image = images[node.profile]
+        steps: list[Step] = []
+        if f.image_id != image.id:
+            steps.append(ShipImage(image))
+        copy = _copy_files(inventory, node, f, bundle, ray_ips) if bundle is not None else None
+        if copy is not None:
+            steps.append(copy)
+        container_kept = f.container_runs(image)
+        if not container_kept:
+            steps.append(StartContainer(Container(inventory, node).name, image, replace=f.container is not None,
+                                        gpus=node.gpus))
+        firewall = _firewall(inventory, f, addresses)
+        if firewall is not None:
+            steps.append(firewall)
+        is_head = node.name == head.name
+        in_ray = (head_ok if is_head else
+                  container_kept and f.ray_ip in members
+                  and cmd.ray_resources_ok(node, members[f.ray_ip].get("resources", {})))
+        if not in_ray:
+            steps.append(StartRay(is_head, f.ray_ip, head_ip, stop_first=container_kept, port=inventory.ray.port))
+            started.append(node.name)
+        plans[node.name] = NodePlan(node, f, tuple(steps), inventory.ray.firewall)
+    wait = None
+    if started:
+        old_ids = {ip: info.get("node_id") for ip, info in alive.items()}
+        wait = WaitForRay(tuple(plans), tuple(started), old_ids, ray_timeout)
+    return DeployPlan(inventory, facts, dict(images), bundle, plans, wait, ray_ips)

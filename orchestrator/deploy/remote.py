@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from orchestrator.deploy import plan
-from orchestrator.deploy.firewall import remove_firewall
+from orchestrator.deploy import commands as cmd
+from orchestrator.deploy.container import Container
+from orchestrator.deploy.firewall import teardown_firewall
 from orchestrator.deploy.local_images import image_tag
 from orchestrator.errors import InputError, RemoteError
 from orchestrator.inventory import Inventory, Node
@@ -39,15 +40,33 @@ class NodeStatus:
     ray_alive: bool = False
     resources: dict[str, float] = field(default_factory=dict)
 
+    def problem(self) -> str | None:
+        """Why this node is not ready to bench (one phrase), or None when it is."""
+        if not self.reachable:
+            # Transport errors start with "node <name> (user@host:port): ..."; the caller names the node.
+            reason = self.error.removeprefix(f"node {self.name}").removeprefix(":").strip()
+            return f"unreachable {reason}" if reason.startswith("(") else f"unreachable: {reason or 'no answer'}"
+        if not self.image_id:
+            return f"image {self.image} is not on the node (run orch deploy)"
+        if not self.container:
+            return "orch's container is absent (run orch deploy)"
+        if self.container != "running":
+            return f"orch's container is {self.container} (run orch deploy)"
+        if not self.container_current:
+            return f"orch's container runs an older image than {self.image} (run orch deploy)"
+        if not self.ray_alive:
+            return f"not in the Ray cluster at {self.ray_ip or 'an unknown address'} (run orch deploy)"
+        return None
+
 
 def _status_node(transport: Transport, inventory: Inventory, node: Node) -> NodeStatus:
     try:
         tag = image_tag(inventory, node.profile)
     except InputError:
         tag = f"(no {node.profile} image built here)"
-    status = NodeStatus(node.name, node.host, node.profile, image=tag, ray_ip=plan.ray_ip(node) or "")
+    status = NodeStatus(node.name, node.host, node.profile, image=tag, ray_ip=cmd.ray_ip(node) or "")
     try:
-        got = transport.run(node.name, plan.image_id_command(tag), timeout=60)
+        got = transport.run(node.name, cmd.image_id_command(tag), timeout=60)
         if tag.startswith("("):
             got = Result(1, "", "")
     except RemoteError as exc:
@@ -55,21 +74,21 @@ def _status_node(transport: Transport, inventory: Inventory, node: Node) -> Node
         return status
     status.reachable = True
     status.image_id = got.stdout.strip() if got.ok else ""
-    got = transport.run(node.name, plan.container_inspect_command(inventory, node), timeout=60)
-    state = plan.parse_container(got.ok, got.stdout)
+    got = transport.run(node.name, Container(inventory, node).inspect_command(), timeout=60)
+    state = cmd.parse_container(got.ok, got.stdout)
     if state is not None:
         status.container = state[0]
         status.container_current = bool(status.image_id) and state[1] == status.image_id
     if not status.ray_ip:
-        deployed = transport.run(node.name, remote_cmd("cat", plan.data_path(node, plan.DEPLOY_JSON)), timeout=60)
+        deployed = transport.run(node.name, remote_cmd("cat", cmd.data_path(node, cmd.DEPLOY_JSON)), timeout=60)
         if deployed.ok:
-            import json
+            from orchestrator.records import DeployRecord, RecordError
 
             try:
-                info = json.loads(deployed.stdout)
-                status.ray_ip = next((n.get("ray_ip") or "" for n in info.get("nodes", []) if n.get("name") == node.name), "")
-            except ValueError:
-                pass
+                record = DeployRecord.from_json(deployed.stdout, source=f"{node.name}:{cmd.DEPLOY_JSON}")
+                status.ray_ip = next((n.ray_ip or "" for n in record.nodes if n.name == node.name), "")
+            except RecordError:
+                pass  # an older orch's deploy.json: the address is unknown until deploy runs again
     return status
 
 
@@ -89,9 +108,9 @@ def status(inventory: Inventory, transport: Transport) -> list[NodeStatus]:
     by_name = {row.name: row for row in rows}
     head = by_name[inventory.head]
     if head.reachable and head.container == "running" and head.ray_ip:
-        command = plan.ray_nodes_command(inventory, inventory.head_node, head.ray_ip)
-        got = transport.run(inventory.head, command, timeout=90)
-        alive, _error = plan.parse_ray_nodes(got.stdout) if got.ok else ({}, got.stderr)
+        got = Container(inventory, inventory.head_node).run(transport, *cmd.ray_nodes_argv(inventory, head.ray_ip),
+                                                            timeout=90)
+        alive, _error = cmd.parse_ray_nodes(got.stdout) if got.ok else ({}, got.stderr)
         for row in rows:
             info = alive.get(row.ray_ip)
             if info is not None:
@@ -113,29 +132,29 @@ class TeardownReport:
 def _teardown_node(transport: Transport, inventory: Inventory, node: Node, images: bool, data: bool) -> TeardownReport:
     host = node.name
     report = TeardownReport()
-    listed = transport.run(host, plan.list_containers_command(inventory), timeout=60)
-    check(listed, host=host, command=plan.list_containers_command(inventory), what="docker ps")
+    listed = transport.run(host, cmd.list_containers_command(inventory), timeout=60)
+    check(listed, host=host, command=cmd.list_containers_command(inventory), what="docker ps")
     names = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
     if names:
-        command = plan.remove_containers_command(names)
+        command = cmd.remove_containers_command(names)
         check(transport.run(host, command, timeout=180), host=host, command=command, what="removing containers")
         report.containers = names
     # After the containers: Ray is gone, so closing nothing that still serves.
     # Also with ray.firewall off now: a chain from an earlier deploy is still orch's.
-    report.firewall = remove_firewall(transport, inventory, node, strict=inventory.ray.firewall)
+    report.firewall = teardown_firewall(transport, inventory, node, strict=inventory.ray.firewall)
     if images:
-        loaded = transport.run(host, plan.loaded_images_command(node), timeout=60)
-        for image_id, tag in plan.parse_loaded_images(loaded.stdout if loaded.ok else ""):
-            now = transport.run(host, plan.image_id_command(tag), timeout=60)
+        loaded = transport.run(host, cmd.loaded_images_command(node), timeout=60)
+        for image_id, tag in cmd.parse_loaded_images(loaded.stdout if loaded.ok else ""):
+            now = transport.run(host, cmd.image_id_command(tag), timeout=60)
             # Only when the tag still names the image orch loaded: a newer one is not ours.
             if now.ok and now.stdout.strip() == image_id:
-                command = plan.remove_image_command(tag)
+                command = cmd.remove_image_command(tag)
                 check(transport.run(host, command, timeout=180), host=host, command=command, what=f"removing {tag}")
                 report.images.append(tag)
     if data:
         # Only a data_dir orch manages (it holds orch's manifest) is cleaned.
-        if transport.run(host, plan.manifest_exists_command(node), timeout=60).ok:
-            command = plan.remove_data_command(node)
+        if transport.run(host, cmd.manifest_exists_command(node), timeout=60).ok:
+            command = cmd.remove_data_command(node)
             check(transport.run(host, command, timeout=300), host=host, command=command, what="removing data")
             report.data = True
     return report
@@ -156,9 +175,9 @@ def teardown(
 def _own_transport(inventory: Inventory, transport: Transport | None) -> tuple[Transport, bool]:
     if transport is not None:
         return transport, False
-    from orchestrator.ssh.paramiko_transport import ParamikoTransport
+    from orchestrator.ssh.factory import open_transport
 
-    return ParamikoTransport.from_inventory(inventory), True
+    return open_transport(inventory), True
 
 
 def exec_in_head(
@@ -188,10 +207,7 @@ def exec_in_head(
     """
     if not argv:
         raise InputError("exec_in_head needs a command")
-    args = ["docker", "exec"]
-    for key, value in sorted((env or {}).items()):
-        args += ["-e", f"{key}={value}"]
-    command = remote_cmd(*args, inventory.container_name(inventory.head_node), *argv)
+    head = Container(inventory, inventory.head_node)
     if on_output is None and stream:
         def on_output(stream_name: str, text: str) -> None:
             target = sys.stdout if stream_name == "stdout" else sys.stderr
@@ -200,7 +216,7 @@ def exec_in_head(
 
     transport, owned = _own_transport(inventory, transport)
     try:
-        return transport.run(inventory.head, command, timeout=timeout, on_output=on_output)
+        return head.run(transport, *argv, env=env, timeout=timeout, on_output=on_output)
     finally:
         if owned:
             transport.close()
@@ -213,11 +229,11 @@ def host_path(node: Node, container_path: str) -> str:
         InputError: the path is not under /data (only that is shared with the node).
     """
     path = PurePosixPath(container_path)
-    data = PurePosixPath(plan.CONTAINER_DATA)
+    data = PurePosixPath(cmd.CONTAINER_DATA)
     if not path.is_absolute():
         path = data / path
     if ".." in path.parts or (path != data and data not in path.parents):
-        raise InputError(f"{container_path} is not under {plan.CONTAINER_DATA}, so it cannot be fetched from the node")
+        raise InputError(f"{container_path} is not under {cmd.CONTAINER_DATA}, so it cannot be fetched from the node")
     return node.data_dir + "/" + str(path.relative_to(data)) if path != data else node.data_dir
 
 

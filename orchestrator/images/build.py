@@ -279,6 +279,17 @@ def _stream_build(client, plan: BuildPlan, context: Path, log: Callable[[str], N
         path=str(context), tag=plan.tag, buildargs=plan.buildargs, labels=plan.labels,
         rm=True, forcerm=True, pull=False, decode=True, **kwargs,
     )
+    try:
+        _follow(stream, plan, tail, log)
+    except BaseException:
+        # Whatever stops us following it (Ctrl-C, SIGTERM, a failed step): hang
+        # up on the engine, which cancels a build still running. The tag is set
+        # only when a build completes, so no half-built image carries it.
+        client.api.close()
+        raise
+
+
+def _follow(stream, plan: BuildPlan, tail: deque[str], log: Callable[[str], None] | None) -> None:
     for chunk in stream:
         text = chunk.get("stream") or chunk.get("status") or ""
         for line in text.splitlines():

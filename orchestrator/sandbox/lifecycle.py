@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
-import hashlib
 import os
 import shutil
 import socket
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import InputError, OrchError
+from orchestrator.fileio import atomic_write, sha256_file, sha256_text
 from orchestrator.sandbox import daemons, netns
 from orchestrator.sandbox.plan import (
     CGROUP_ROOT,
@@ -137,8 +137,8 @@ def _write_inventory(plan: SandboxPlan) -> str:
         f"# Removed by: orch sandbox down --name {plan.name}\n"
     ) + yaml.safe_dump(data, sort_keys=False)
     plan.inventory_path.parent.mkdir(parents=True, exist_ok=True)
-    plan.inventory_path.write_text(text, encoding="utf-8")
-    return hashlib.sha256(text.encode()).hexdigest()
+    atomic_write(plan.inventory_path, text)
+    return sha256_text(text)
 
 
 def _create_mountpoints(plan: SandboxPlan, state: SandboxState) -> None:
@@ -331,7 +331,7 @@ def _down(name: str, root: Path) -> list[str]:
                 pass
         inv = plan.inventory_path
         if state.inventory_sha256 and inv.exists() and not inv.is_relative_to(directory):
-            if hashlib.sha256(inv.read_bytes()).hexdigest() == state.inventory_sha256:
+            if sha256_file(inv) == state.inventory_sha256:
                 inv.unlink()
                 removed.append(f"inventory {inv}")
             else:

@@ -20,7 +20,6 @@ Layout for a sandbox called ``NAME`` with subnet index ``k``:
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import shlex
@@ -29,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import InputError
+from orchestrator.fileio import sha256_text
+from orchestrator.hardware import DEFAULT_PROFILE
 
 DEFAULT_NAME = "orch"
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,15}(-[a-z0-9]{1,15}){0,3}$")
@@ -36,7 +37,7 @@ MAX_NODES = 32
 SUBNET_BASE = "10.77"  # 10.77.<k>.0/24, a private range unlikely to clash
 FIRST_NODE_HOST = 10  # node i gets .<10 + i>
 NODE_DATA_DIR = "/srv/orch"  # /srv is private per node, so is the data dir
-PROFILE = "cpu-onnxruntime"
+PROFILE = DEFAULT_PROFILE  # every node runs the default CPU image
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SSHD = "/usr/sbin/sshd"
 DOCKERD = "/usr/sbin/dockerd"
@@ -171,7 +172,7 @@ def validate_name(name: str) -> str:
 
 
 def _digest(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
+    return sha256_text(name)
 
 
 def bridge_name(name: str) -> str:

@@ -9,11 +9,11 @@ taken down.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import InputError
+from orchestrator.fileio import atomic_write
 from orchestrator.paths import cache_subdir
 from orchestrator.sandbox.plan import NodePlan, SandboxPlan
 
@@ -104,9 +104,7 @@ class SandboxState:
         """Write the state file atomically (a crash never leaves half a file)."""
         path = self.plan.state_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.to_json(), indent=2) + "\n")
 
 
 def _stringify(value):

@@ -4,13 +4,15 @@
 connects); ``RecordingTransport`` records exact commands for tests.
 """
 
-from orchestrator.ssh.fanout import NodeResult, failures, fan_out, raise_failures
+from orchestrator.ssh.factory import open_transport
+from orchestrator.ssh.fanout import NodeFailures, NodeResult, failures, fan_out, raise_failures
 from orchestrator.ssh.paramiko_transport import ParamikoTransport, SshTarget, targets_from_inventory
 from orchestrator.ssh.recording import Call, RecordingTransport
 from orchestrator.ssh.transport import Result, Transport, check, remote_cmd
 
 __all__ = [
     "Call",
+    "NodeFailures",
     "NodeResult",
     "ParamikoTransport",
     "RecordingTransport",
@@ -20,6 +22,7 @@ __all__ = [
     "check",
     "failures",
     "fan_out",
+    "open_transport",
     "raise_failures",
     "remote_cmd",
     "targets_from_inventory",

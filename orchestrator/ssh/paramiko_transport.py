@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import RemoteError
+from orchestrator.fileio import atomic_write
 from orchestrator.ssh.transport import BytesCallback, OutputCallback, Result, Source, remote_cmd
 
 # Large windows and packets: the default 2 MiB window caps a WAN stream at a
@@ -126,6 +127,9 @@ class ParamikoTransport:
         self._clients: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in self.targets}
         self._known_hosts_lock = threading.Lock()
+        # Set by close(): a fan-out thread still running after an interrupt must
+        # not open a new connection and carry on with the deploy.
+        self._closed = False
 
     @classmethod
     def from_inventory(cls, inventory: Any, **kwargs: Any) -> ParamikoTransport:
@@ -218,6 +222,8 @@ class ParamikoTransport:
     def _client(self, host: str) -> Any:
         target = self._target(host)
         with self._locks[host]:
+            if self._closed:
+                raise RemoteError(f"node {host}: the SSH connection was closed (orch is stopping)", host=host)
             client = self._clients.get(host)
             if client is not None and client.get_transport() is not None and client.get_transport().is_active():
                 return client
@@ -237,7 +243,9 @@ class ParamikoTransport:
             return client
 
     def close(self) -> None:
-        for client in self._clients.values():
+        """Close every connection; commands still running on them end, and no new one opens."""
+        self._closed = True
+        for client in list(self._clients.values()):
             client.close()
         self._clients.clear()
 
@@ -330,6 +338,8 @@ class ParamikoTransport:
                     time.sleep(0.005)
             drain()
             code = channel.recv_exit_status()
+            if code == -1:  # no exit status: the channel or the connection closed under the command
+                raise EOFError("the channel closed before the command's exit status arrived")
         except (OSError, EOFError) as exc:
             raise RemoteError(
                 f"node {host}: connection lost while running: {command[:200]} ({exc})", host=host, command=command
@@ -375,17 +385,18 @@ class ParamikoTransport:
     def get(self, host: str, remote: str, local: Path, *, on_bytes: BytesCallback | None = None) -> None:
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
-        partial = local.with_name(local.name + ".part")
         command = remote_cmd("cat", remote)
-        with partial.open("wb") as fh:
+
+        def receive(fh: Any) -> None:
             result = self._exec(host, command, sink=fh, on_bytes=on_bytes)
-        if not result.ok:
-            partial.unlink(missing_ok=True)
-            raise RemoteError(
-                f"node {host}: cannot read {remote}: {result.stderr.strip()[-300:]}",
-                host=host,
-                command=command,
-                returncode=result.returncode,
-                stderr_tail=result.stderr[-2000:],
-            )
-        partial.replace(local)
+            if not result.ok:
+                raise RemoteError(
+                    f"node {host}: cannot read {remote}: {result.stderr.strip()[-300:]}",
+                    host=host,
+                    command=command,
+                    returncode=result.returncode,
+                    stderr_tail=result.stderr[-2000:],
+                )
+
+        # A cut copy never lands at ``local``: the temporary file is removed.
+        atomic_write(local, receive)

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from orchestrator import hardware
 from orchestrator.errors import InputError
 
 # The checker's SYSTEM_DESC_REQUIRED_FIELDS (tools/submission, v6.x), in its order.
@@ -51,12 +52,8 @@ MEASUREMENT_KEYS = (
     "weight_transformations",
 )
 
-# run.json backend -> the distribution whose version names the framework.
-BACKEND_PACKAGES = {
-    "onnxruntime": ("ONNX Runtime", "onnxruntime"),
-    "onnxruntime-cuda": ("ONNX Runtime (CUDA)", "onnxruntime-gpu"),
-    "deepsparse": ("DeepSparse", "deepsparse"),
-}
+# run.json backend -> (framework name, the distribution whose version names it), from the hardware catalog.
+BACKEND_PACKAGES = {name: (spec.framework, spec.package) for name, spec in hardware.BACKENDS.items()}
 
 NA = "N/A"
 

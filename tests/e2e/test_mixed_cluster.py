@@ -51,7 +51,7 @@ def cluster(cpu_image, deepsparse_image, tmp_path_factory):
         data["images"] = {"cpu-deepsparse": deepsparse_image, "cpu-onnxruntime": cpu_image}
         inventory.write_text(yaml.safe_dump(data, sort_keys=False))
         started = time.monotonic()
-        proc = orch("deploy", "-i", str(inventory), "--json", str(folder / "deploy.json"), timeout=1500)
+        proc = orch("deploy", "-i", str(inventory), "--json", timeout=1500)
         assert proc.returncode == 0, proc.stderr[-3000:]
         print(f"\ncold deploy of a mixed 2-node cluster: {time.monotonic() - started:.1f} s")
         yield {"inventory": inventory, "folder": folder}
@@ -138,10 +138,9 @@ def test_submission_says_which_node_ran_what(cluster):
 
 
 def test_deploy_again_keeps_both_images_and_containers(cluster):
-    report = cluster["folder"] / "warm.json"
-    proc = orch("deploy", "-i", str(cluster["inventory"]), "--json", str(report))
+    proc = orch("deploy", "-i", str(cluster["inventory"]), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    nodes = json.loads(report.read_text())["nodes"]
+    nodes = json.loads(proc.stdout)["nodes"]
     assert {name: (r["image"], r["container"], r["ray"]) for name, r in nodes.items()} == {
         "node1": ("kept", "kept", "kept"),
         "node2": ("kept", "kept", "kept"),

@@ -257,3 +257,29 @@ def main_down(name: str, *flags: str) -> int:
     from orchestrator.cli import main
 
     return main(["sandbox", "down", "--name", name, *flags])
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_up_interrupted_midway_stops_at_once_and_removes_what_it_made(signame):
+    """Ctrl-C (or SIGTERM) while the nodes start: exit 130/143 within seconds, nothing of the sandbox left."""
+    import orchestrator.errors
+    from orchestrator.sandbox.plan import bridge_name
+    from orchestrator.sandbox.state import sandbox_root
+    from tests.helpers.signals import interrupt_orch
+
+    if signame == "SIGTERM" and not hasattr(orchestrator.errors, "Interrupted"):
+        pytest.skip("needs the CLI's SIGTERM handler (orchestrator.errors.Interrupted, on main)")
+    name = "e2e-int"
+    lifecycle.down(name)
+    try:
+        stop = interrupt_orch(["sandbox", "up", "--nodes", "2", "--name", name],
+                              lambda: bool(netns.sandbox_netns(name)), signame, ready_within=60)
+    finally:
+        leftover = netns.sandbox_netns(name)
+        lifecycle.down(name)
+    err, stopped = stop.stderr, stop.seconds
+    print(f"\nsandbox up stopped {stopped:.1f} s after {signame} (exit {stop.returncode})")
+    assert stop.returncode == (130 if signame == "SIGINT" else 143), err[-2000:]
+    assert stopped < 10 and "Traceback" not in err
+    assert f"sandbox {name}: interrupted; everything up had made was removed" in err
+    assert leftover == [] and not netns.link_exists(bridge_name(name)) and not (sandbox_root() / name).exists()

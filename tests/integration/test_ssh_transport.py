@@ -179,3 +179,74 @@ def test_streamed_output_arrives_whole_even_across_reads(transport):
     assert result.ok and result.stdout == text
     assert "".join(c for s, c in pieces if s == "stdout") == text
     assert "".join(c for s, c in pieces if s == "stderr") == "x"
+
+
+def test_orch_status_on_unreachable_nodes_exits_1_one_line_each_no_traceback(sshd, tmp_path):
+    """Issue 12: paramiko printed a traceback per failed attempt and status exited 0."""
+    import sys
+
+    import yaml
+
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd["host_line"])
+    import socket
+    import threading
+
+    # Node a: nothing listens. Node b: something answers that is not sshd (paramiko logs a traceback per try).
+    garbage = socket.create_server(("127.0.0.2", 0))
+
+    def hang_up() -> None:
+        try:
+            while True:
+                garbage.accept()[0].close()
+        except OSError:  # closed at the end of the test
+            pass
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    closed = [free_port(), garbage.getsockname()[1]]
+    inventory = tmp_path / "down.yaml"
+    inventory.write_text(yaml.safe_dump({
+        "cluster": "down", "head": "a",
+        "ssh": {"identity_file": str(sshd["dir"] / "client_key"), "known_hosts": str(known), "retries": 1,
+                "connect_timeout": 3},
+        "nodes": [{"name": name, "host": f"127.0.0.{i}", "port": port, "profile": "cpu-onnxruntime"}
+                  for i, (name, port) in enumerate(zip("ab", closed), 1)],
+    }))
+    # Both nodes are in known_hosts under their (closed) ports, so the fail-fast check passes and SSH is tried.
+    key = sshd["host_line"].split(None, 1)[1]
+    known.write_text("".join(f"[127.0.0.{i}]:{port} {key}" for i, port in enumerate(closed, 1)))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "status", "-i", str(inventory)],
+                          capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert [line.split(":")[:3] for line in lines] == [["orch", " error", " node a"], ["orch", " error", " node b"]]
+    assert all("unreachable" in line and "cannot connect after 2 attempts" in line for line in lines)
+    assert "Error reading SSH protocol banner" in lines[1]
+    garbage.close()
+    print(f"\norch status, 2 unreachable nodes: exit {proc.returncode}, {len(proc.stderr.splitlines())} stderr lines, "
+          f"{seconds:.1f} s")
+
+
+def test_orch_status_refuses_a_node_missing_from_known_hosts_before_connecting(sshd, tmp_path):
+    import sys
+
+    import yaml
+
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text(yaml.safe_dump({
+        "cluster": "c", "head": "a", "ssh": {"known_hosts": str(known)},
+        "nodes": [{"name": "a", "host": "127.0.0.1", "port": sshd["port"], "profile": "cpu-onnxruntime",
+                   "ray_ip": "127.0.0.1"}],
+    }))
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "status", "-i", str(inventory)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"orch: error: {known} has no host key for node a ([127.0.0.1]:{sshd['port']}); check the key and add it "
+        "(ssh-keyscan -p PORT HOST >> known_hosts), or run again with --trust-new-hosts"
+    ]

@@ -7,7 +7,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from orchestrator.deploy.plan import ImageFacts
+from orchestrator.deploy.facts import ImageFacts
 from orchestrator.ssh import RecordingTransport, Result
 
 IMAGE = ImageFacts(
@@ -108,6 +108,9 @@ class FakeCluster:
             return result
         if command == "command -v iptables":
             return Result(0, "/usr/sbin/iptables\n", "") if node.iptables else Result(1, "", "")
+        if "; df -P -B1 " in command:  # df of data_dir's nearest existing folder and of Docker's root
+            rows = "".join(f"/dev/x 1 1 {node.free} 1% /\n" for _ in range(2))
+            return Result(0, "Filesystem 1-blocks Used Available Capacity Mounted on\n" + rows, "")
         argv = shlex.split(command.split(" 2>/dev/null")[0].split(" >> ")[0].split(" && ")[0])
         if command == "uname -m":
             return Result(0, node.arch + "\n", "")
@@ -127,9 +130,6 @@ class FakeCluster:
         if argv[:2] == ["docker", "exec"] and argv[3:5] == ["nvidia-smi", "-L"]:
             n = node.gpus if node.gpus_in_container is None else node.gpus_in_container
             return Result(0, "".join(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})\n" for i in range(n)), "")
-        if argv[0] == "df":
-            rows = "".join(f"/dev/x 1 1 {node.free} 1% {p}\n" for p in argv[3:])
-            return Result(0, "Filesystem 1-blocks Used Available Capacity Mounted on\n" + rows, "")
         if argv[:3] == ["docker", "image", "inspect"]:
             tag = argv[-1]
             return Result(0, node.images[tag] + "\n", "") if tag in node.images else Result(1, "", f"Error: No such image: {tag}\n")

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.deploy import deploy, plan, teardown
+from orchestrator.deploy import commands as plan
+from orchestrator.deploy import deploy, teardown
 from orchestrator.errors import InputError, RemoteError
 from orchestrator.inventory import load_inventory, parse_inventory
+from orchestrator.ssh import NodeFailures
 
 from .deploy_fake import IMAGE, FakeCluster, FakeImages, FakeNode
 
@@ -34,7 +36,7 @@ def iptables_commands(fake, host, since=0):
 
 def test_every_ray_port_is_pinned_and_named_by_the_jump():
     inv = make_inventory(dashboard=True, port=7000, min_worker_port=20000, max_worker_port=20100)
-    start = plan.ray_head_command(inv, inv.node("n1"), "10.77.0.2")
+    start = " " + " ".join(plan.ray_head_argv(inv, inv.node("n1"), "10.77.0.2"))
     for flag in ("--port=7000", "--object-manager-port=8076", "--node-manager-port=8077",
                  "--dashboard-agent-grpc-port=8078", "--dashboard-agent-listen-port=52365",
                  "--runtime-env-agent-port=8079", "--metrics-export-port=8081", "--dashboard-port=8265",
@@ -76,9 +78,10 @@ def test_chain_rules_and_fill_commands():
 def test_missing_iptables_fails_preflight_naming_the_node():
     fake = cluster()
     fake.nodes["n2"].iptables = False
-    with pytest.raises(RemoteError) as info:
+    with pytest.raises(NodeFailures) as info:
         deploy(make_inventory(), fake.transport, FakeImages(), sleep=lambda s: None)
     message = str(info.value)
+    assert list(info.value.errors) == ["n2"]
     assert "node n2: iptables not found, and ray.firewall is on: install iptables on the node or set " \
            "ray.firewall: false in the inventory" in message and "\n" not in message
     assert not [c for c in fake.transport.calls if c.kind == "stream_in"]  # nothing shipped
@@ -117,12 +120,14 @@ def test_added_node_and_changed_ports_rewrite_chain_and_jump():
     report = deploy(make_inventory(3, metrics_export_port=9100), fake.transport, FakeImages(), sleep=lambda s: None)
     new_jump = JUMP.replace("8081,", "").replace("52365,", "9100,52365,")
     assert iptables_commands(fake, "n2", before) == [
+        # Facts: read only (the jump with the new ports is not there) ...
+        "iptables -w -S INPUT",
         "iptables -w -S ORCH-lab",
+        f"iptables -w -C INPUT {new_jump}",
+        # ... then the plan's firewall step.
         "iptables -w -F ORCH-lab && iptables -w -A ORCH-lab -s 127.0.0.0/8 -j ACCEPT "
         "&& iptables -w -A ORCH-lab -s 10.77.0.2/32 -j ACCEPT && iptables -w -A ORCH-lab -s 10.77.0.3/32 -j ACCEPT "
         "&& iptables -w -A ORCH-lab -s 10.77.0.4/32 -j ACCEPT && iptables -w -A ORCH-lab -j DROP",
-        "iptables -w -S INPUT",
-        f"iptables -w -C INPUT {new_jump}",
         f"iptables -w -D INPUT {JUMP}",
         f"iptables -w -I INPUT 1 {new_jump}",
     ]

@@ -1,148 +1,256 @@
-"""The exact remote commands of preflight, ship, start, status and teardown."""
+"""Deploy as facts -> plan -> steps: golden step lists for a cold, a warm and a partly changed cluster.
+
+The facts come from the fake cluster (``deploy_fake``) through the recording
+transport; gathering them must send only read-only commands.
+"""
 
 from __future__ import annotations
 
-import shlex
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-from orchestrator.deploy import plan
-from orchestrator.deploy.plan import ImageFacts
-from orchestrator.deploy.remote import host_path
-from orchestrator.errors import InputError
+from orchestrator.deploy import deploy, execute, prepare
+from orchestrator.deploy.bundle import Bundle, bundle_file
+from orchestrator.deploy.plan import CopyFiles, ShipImage, StartContainer, StartRay
 from orchestrator.inventory import parse_inventory
 
-IMAGE = ImageFacts(tag="orch/cpu-onnxruntime:latest", id="sha256:" + "a" * 64, arch="amd64", size=500 * 2**20)
+from .deploy_fake import IMAGE, FakeCluster, FakeImages, FakeNode
+
+# What reading facts may send: nothing here writes on a node.
+READ_ONLY = re.compile(
+    r"^(uname -m|docker version |docker info |docker image inspect |docker inspect --type container "
+    r"|d=\S+; while \[ ! -d \"\$d\" \]; do d=\$\(dirname \"\$d\"\); done; df -P -B1 |cat |find .* -maxdepth 0 "
+    r"|command -v |iptables -w -S |iptables -w -C |nvidia-smi --query-gpu|docker exec \S+ python -c )"
+)
 
 
-def inventory(**node_changes):
-    nodes = [
-        {"name": "n1", "host": "10.77.0.2", "profile": "cpu-onnxruntime", "cpus": 2},
-        {"name": "n2", "host": "10.77.0.3", "profile": "cuda-onnxruntime", "gpus": 2, "data_dir": "/srv/orch data"},
+@pytest.fixture
+def bundle(tmp_path):
+    files = []
+    for name, data in (("model.onnx", b"m" * 300), ("vocab.txt", b"[PAD]\n"), ("dev.json", b"{}")):
+        (tmp_path / name).write_bytes(data)
+        files.append(bundle_file(tmp_path / name))
+    return Bundle(tuple(files), "demo", files[0].relative, files[1].relative, files[2].relative)
+
+
+def inventory(n=3):
+    nodes = [{"name": f"n{i}", "host": f"10.77.0.{i + 1}", "profile": "cpu-onnxruntime", "cpus": 2}
+             for i in range(1, n + 1)]
+    return parse_inventory({"cluster": "lab", "head": "n1", "images": {"cpu-onnxruntime": IMAGE.tag}, "nodes": nodes},
+                           path=Path("c.yaml"))
+
+
+def fake_cluster(n=3):
+    return FakeCluster({f"n{i}": FakeNode(ip=f"10.77.0.{i + 1}") for i in range(1, n + 1)}, head="n1")
+
+
+def steps(plan):
+    """node -> [(step kind, its summary)], the shape the golden lists compare."""
+    return {name: [type(s).__name__ for s in p.steps] for name, p in plan.nodes.items()}
+
+
+def assert_read_only(fake, since=0):
+    calls = fake.transport.calls[since:]
+    assert not [c for c in calls if c.kind in ("put", "stream_in")]
+    writes = [c.command for c in calls if c.command and not READ_ONLY.match(c.command)]
+    assert writes == []
+
+
+def test_cold_cluster_every_node_gets_every_step(bundle):
+    inv, fake = inventory(), fake_cluster()
+    plan = prepare(inv, fake.transport, FakeImages(), bundle=bundle)
+    assert_read_only(fake)
+    files = f"copy 3 files (0.0 MiB) to /var/lib/orch; write manifest and deploy.json"
+    image = "ship image orch/cpu-onnxruntime:latest (0 MiB): docker save | docker load"
+    chain = ("create chain ORCH-lab (loopback + 3 cluster addresses), "
+             "insert the INPUT jump to ORCH-lab for Ray's ports")
+    assert plan.describe() == [
+        "n1 (10.77.0.2, Ray 10.77.0.2, cpu-onnxruntime):",
+        f"  1. [shipping] {image}",
+        f"  2. [shipping] {files}",
+        "  3. [shipping] start container orch-lab-n1 (orch/cpu-onnxruntime:latest)",
+        f"  4. [firewall] {chain}",
+        "  5. [ray head] start the Ray head on 10.77.0.2:6379",
+        "n2 (10.77.0.3, Ray 10.77.0.3, cpu-onnxruntime):",
+        f"  1. [shipping] {image}",
+        f"  2. [shipping] {files}",
+        "  3. [shipping] start container orch-lab-n2 (orch/cpu-onnxruntime:latest)",
+        f"  4. [firewall] {chain}",
+        "  5. [ray workers] join Ray at 10.77.0.2:6379 from 10.77.0.3",
+        "n3 (10.77.0.4, Ray 10.77.0.4, cpu-onnxruntime):",
+        f"  1. [shipping] {image}",
+        f"  2. [shipping] {files}",
+        "  3. [shipping] start container orch-lab-n3 (orch/cpu-onnxruntime:latest)",
+        f"  4. [firewall] {chain}",
+        "  5. [ray workers] join Ray at 10.77.0.2:6379 from 10.77.0.4",
+        "cluster: then wait until 3 nodes are in Ray with their resources (up to 180 s)",
     ]
-    nodes[0].update(node_changes)
-    return parse_inventory({"cluster": "lab", "head": "n1", "nodes": nodes}, path=Path("c.yaml"))
+    ship = plan.nodes["n2"].steps[0]
+    assert isinstance(ship, ShipImage) and ship.image == IMAGE
+    copy = plan.nodes["n2"].steps[1]
+    assert isinstance(copy, CopyFiles) and [f.relative for f in copy.files] == [f.relative for f in bundle.files]
+    assert json.loads(copy.deploy_json)["ray_address"] == "10.77.0.2:6379"
+    assert plan.wait.restarted == ("n1", "n2", "n3") and not plan.empty
+    assert plan.to_json()["nodes"]["n3"]["steps"][4] == {
+        "stage": "ray workers", "step": "StartRay", "summary": "join Ray at 10.77.0.2:6379 from 10.77.0.4"}
+
+    # Executing that plan brings the cluster up; planning again finds nothing to do.
+    execute(plan, fake.transport, FakeImages(), sleep=lambda s: None)
+    before = len(fake.transport.calls)
+    warm = prepare(inv, fake.transport, FakeImages(), bundle=bundle)
+    assert_read_only(fake, before)
+    assert warm.empty and steps(warm) == {"n1": [], "n2": [], "n3": []}
+    assert warm.describe() == [
+        f"n{i} (10.77.0.{i + 1}, Ray 10.77.0.{i + 1}, cpu-onnxruntime): nothing to do "
+        "(image, files, container, firewall, Ray kept)"
+        for i in (1, 2, 3)
+    ]
 
 
-def test_preflight_commands_cpu_node():
-    inv = inventory()
-    assert plan.preflight_commands(inv, inv.node("n1")) == {
-        "uname": "uname -m",
-        "docker": "docker version --format '{{.Server.Version}}'",
-        "docker_root": "docker info --format '{{.DockerRootDir}}'",
-        "mkdir": "mkdir -p /var/lib/orch/.orch",
-        "iptables": "command -v iptables",  # ray.firewall is on by default
-    }
-    assert plan.df_command(inv.node("n1"), "/var/lib/docker") == "df -P -B1 /var/lib/orch /var/lib/docker"
+def test_one_worker_changed_only_it_gets_steps(bundle):
+    inv, fake = inventory(), fake_cluster()
+    deploy(inv, fake.transport, FakeImages(), bundle=bundle, sleep=lambda s: None)
+    # n2 lost its container (and so its raylet) and one of its files, behind orch's back.
+    fake.nodes["n2"].containers.clear()
+    fake.nodes["n2"].ray = ""
+    del fake.transport.remote_files[("n2", f"/var/lib/orch/{bundle.vocab_file}")]
+    plan = prepare(inv, fake.transport, FakeImages(), bundle=bundle)
+    assert steps(plan) == {"n1": [], "n2": ["CopyFiles", "StartContainer", "StartRay"], "n3": []}
+    copy, container, ray = plan.nodes["n2"].steps
+    assert [f.relative for f in copy.files] == [bundle.vocab_file] and copy.deploy_json is None
+    assert container.replace is False and (ray.head, ray.stop_first) == (False, False)
+    assert plan.wait.restarted == ("n2",)
+    assert plan.describe()[2] == "  1. [shipping] copy 1 file (0.0 MiB) to /var/lib/orch; write manifest"
+
+    before = len(fake.transport.calls)
+    report = execute(plan, fake.transport, FakeImages(), sleep=lambda s: None)
+    changed = {c.host for c in fake.transport.calls[before:] if c.kind == "put" or "docker run" in (c.command or "")}
+    assert changed == {"n2"}
+    assert [(r.container, r.ray, r.files_sent) for r in report.nodes.values()] == [
+        ("kept", "kept", 0), ("started", "started", 1), ("kept", "kept", 0)]
 
 
-def test_preflight_commands_cuda_node_check_gpus_and_runtime_and_quote_odd_dirs():
-    inv = inventory()
-    commands = plan.preflight_commands(inv, inv.node("n2"))
-    assert commands["mkdir"] == "mkdir -p '/srv/orch data/.orch'"
-    assert commands["nvidia_smi"] == "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits"
-    assert commands["runtimes"] == "docker info --format '{{json .Runtimes}}'"
+def test_head_changed_every_worker_rejoins(bundle):
+    inv, fake = inventory(), fake_cluster()
+    deploy(inv, fake.transport, FakeImages(), bundle=bundle, sleep=lambda s: None)
+    fake.nodes["n1"].containers["orch-lab-n1"][0] = "exited"
+    fake.nodes["n1"].ray = ""
+    plan = prepare(inv, fake.transport, FakeImages(), bundle=bundle)
+    assert steps(plan) == {"n1": ["StartContainer", "StartRay"], "n2": ["StartRay"], "n3": ["StartRay"]}
+    head = plan.nodes["n1"].steps
+    assert isinstance(head[0], StartContainer) and head[0].replace  # the stopped container is replaced
+    assert [(s.head, s.stop_first) for s in (head[1], plan.nodes["n2"].steps[0])] == [(True, False), (False, True)]
+    assert plan.describe()[4] == "  1. [ray workers] ray stop, then join Ray at 10.77.0.2:6379 from 10.77.0.3"
 
 
-def test_interface_lookup_only_for_dns_hosts():
-    inv = parse_inventory(
-        {"cluster": "lab", "head": "a", "ray": {"interface": "eth1"},
-         "nodes": [{"name": "a", "host": "a.lab", "profile": "cpu-onnxruntime"}]},
-        path=Path("c.yaml"),
-    )
-    assert plan.preflight_commands(inv, inv.node("a"))["ray_ip"] == "ip -4 -o addr show dev eth1"
-    assert plan.parse_ip_addr("3: eth1    inet 10.77.0.9/24 brd 10.77.0.255 scope global eth1\\") == "10.77.0.9"
+def test_new_local_image_ships_and_replaces_everywhere(bundle):
+    import dataclasses
+
+    inv, fake = inventory(2), fake_cluster(2)
+    deploy(inv, fake.transport, FakeImages(), bundle=bundle, sleep=lambda s: None)
+    new = dataclasses.replace(IMAGE, id="sha256:" + "b" * 64)
+    fake.image = new
+    plan = prepare(inv, fake.transport, FakeImages(new), bundle=bundle)
+    assert steps(plan) == {n: ["ShipImage", "StartContainer", "StartRay"] for n in ("n1", "n2")}
+    assert all(p.steps[1].replace for p in plan.nodes.values())
 
 
-def test_parsers():
-    df = (
-        "Filesystem 1-blocks Used Available Capacity Mounted on\n"
-        "/dev/sda1 100 40 60 40% /\n/dev/sdb1 1000 1 999 1% /var/lib/docker\n"
-    )
-    assert plan.parse_df(df) == [60, 999]
-    assert plan.parse_gpus("NVIDIA H100 80GB HBM3, 81559\n") == [{"model": "NVIDIA H100 80GB HBM3", "memory_bytes": 81559 * 2**20}]
-    assert plan.has_nvidia_runtime('{"io.containerd.runc.v2":{},"nvidia":{"path":"nvidia-container-runtime"}}')
-    assert not plan.has_nvidia_runtime('{"runc":{}}')
-    alive, error = plan.parse_ray_nodes(
-        'noise\n{"nodes": [{"ip": "10.77.0.2", "alive": true, "node_id": "x", "resources": {"CPU": 2.0}},'
-        ' {"ip": "10.77.0.3", "alive": false, "node_id": "y", "resources": {}}]}\n'
-    )
-    assert list(alive) == ["10.77.0.2"] and error is None
-    assert plan.parse_ray_nodes('{"error": "no Ray head"}') == ({}, "no Ray head")
+def test_dry_run_prints_the_plan_and_changes_nothing(bundle, monkeypatch, capsys):
+    """``orch deploy --dry-run`` through the CLI, against the fake cluster."""
+    from orchestrator.cli import deploy_cmd, main
+
+    inv, fake = inventory(2), fake_cluster(2)
+    monkeypatch.setattr(deploy_cmd, "_open", lambda path, trust, console: (inv, fake.transport))
+    monkeypatch.setattr("orchestrator.deploy.LocalImages", FakeImages)
+    monkeypatch.setattr("orchestrator.deploy.build_bundle", lambda *a, **k: bundle)
+    assert main(["deploy", "-i", "c.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert_read_only(fake)
+    assert out[0] == "orch deploy --dry-run: cluster lab, 2 node(s); facts read over SSH, nothing changed"
+    assert out[1] == "n1 (10.77.0.2, Ray 10.77.0.2, cpu-onnxruntime):" and len(out) == 1 + 2 * 6 + 1
+    assert out[-1] == "cluster: then wait until 2 nodes are in Ray with their resources (up to 180 s)"
+
+    assert main(["deploy", "-i", "c.yaml", "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [s["step"] for s in data["nodes"]["n2"]["steps"]] == [
+        "ShipImage", "CopyFiles", "StartContainer", "ApplyFirewall", "StartRay"]
+    assert data["empty"] is False and data["left_out"] == {}
+    assert_read_only(fake)
 
 
-def test_ship_image_commands():
-    inv = inventory()
-    assert plan.image_id_command(IMAGE.tag) == "docker image inspect --format '{{.Id}}' orch/cpu-onnxruntime:latest"
-    assert plan.image_load_command() == "docker load"
-    assert plan.record_image_command(inv.node("n2"), IMAGE) == (
-        f"printf '%s %s\\n' sha256:{'a' * 64} orch/cpu-onnxruntime:latest >> '/srv/orch data/.orch/images'"
-    )
+def test_interrupt_names_the_step_each_node_was_running(bundle, monkeypatch, capsys):
+    """Ctrl-C while the nodes receive their image: the CLI says what was in flight and exits 130 at once."""
+    import _thread
+    import threading
+    import time
+
+    from orchestrator.cli import deploy_cmd, main
+
+    inv, fake = inventory(2), fake_cluster(2)
+    release = threading.Event()
+
+    class SlowImages(FakeImages):
+        def save(self, tag):
+            release.wait(30)  # a stream that takes long; the fan-out threads wait here
+            raise OSError("stream closed")
+
+    monkeypatch.setattr(deploy_cmd, "_open", lambda path, trust, console: (inv, fake.transport))
+    monkeypatch.setattr("orchestrator.deploy.LocalImages", SlowImages)
+    monkeypatch.setattr("orchestrator.deploy.build_bundle", lambda *a, **k: bundle)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    started = time.monotonic()
+    try:
+        assert main(["deploy", "-i", "c.yaml"]) == 130
+        assert time.monotonic() - started < 5  # not held up by the threads still streaming
+    finally:
+        release.set()
+        timer.cancel()
+    err = capsys.readouterr().err
+    for node in ("n1", "n2"):
+        assert f"{node}: interrupted during: ship image orch/cpu-onnxruntime:latest" in err
+    assert "no half image carries the tag" in err and "run orch deploy again" in err
+    assert "Traceback" not in err
+    assert not [c for c in fake.transport.calls if c.kind == "stream_in"]
 
 
-def test_container_commands_cpu_and_cuda():
-    inv = inventory()
-    assert plan.container_inspect_command(inv, inv.node("n1")) == (
-        "docker inspect --type container --format '{{.State.Status}} {{.Image}}' orch-lab-n1"
-    )
-    assert plan.container_run_command(inv, inv.node("n1"), IMAGE) == (
-        "docker run -d --name orch-lab-n1 --label org.orch.cluster=lab --label org.orch.node=n1 "
-        "--network host --shm-size 2g --restart no -e ORCH_CACHE_DIR=/data/cache -e ORCH_NODE=n1 "
-        "-e RAY_USAGE_STATS_ENABLED=0 -v /var/lib/orch:/data --entrypoint sleep orch/cpu-onnxruntime:latest infinity"
-    )
-    cuda = plan.container_run_command(inv, inv.node("n2"), IMAGE)
-    assert "-v '/srv/orch data:/data' --gpus all --entrypoint sleep" in cuda
-    assert plan.container_remove_command(inv, inv.node("n1")) == "docker rm -f orch-lab-n1"
+def test_the_cli_report_times_the_whole_deploy_facts_included(bundle, monkeypatch, capsys):
+    from orchestrator.cli import deploy_cmd, main
+
+    inv, fake = inventory(2), fake_cluster(2)
+    slow = fake.transport.responder
+
+    def slow_facts(host, command):  # every read takes a while; nothing else does
+        if command == "uname -m":
+            import time
+
+            time.sleep(0.3)
+        return slow(host, command)
+
+    fake.transport.responder = slow_facts
+    monkeypatch.setattr(deploy_cmd, "_open", lambda path, trust, console: (inv, fake.transport))
+    monkeypatch.setattr("orchestrator.deploy.LocalImages", FakeImages)
+    monkeypatch.setattr("orchestrator.deploy.build_bundle", lambda *a, **k: bundle)
+    assert main(["deploy", "-i", "c.yaml", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["seconds"] >= 0.3 and set(report["nodes"]) == {"n1", "n2"}
 
 
-def test_ray_commands_bind_to_the_cluster_address():
-    inv = inventory()
-    assert plan.ray_head_command(inv, inv.node("n1"), "10.77.0.2") == (
-        "docker exec orch-lab-n1 ray start --head --port=6379 --node-ip-address=10.77.0.2 "
-        "--object-manager-port=8076 --node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999 "
-        "--dashboard-agent-grpc-port=8078 --dashboard-agent-listen-port=52365 --runtime-env-agent-port=8079 "
-        "--metrics-export-port=8081 --num-gpus=0 --disable-usage-stats --num-cpus=2 --include-dashboard=false"
-    )
-    assert plan.ray_worker_command(inv, inv.node("n2"), "10.77.0.3", "10.77.0.2") == (
-        "docker exec orch-lab-n2 ray start --address=10.77.0.2:6379 --node-ip-address=10.77.0.3 "
-        "--object-manager-port=8076 --node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999 "
-        "--dashboard-agent-grpc-port=8078 --dashboard-agent-listen-port=52365 --runtime-env-agent-port=8079 "
-        "--metrics-export-port=8081 --num-gpus=2 --disable-usage-stats"
-    )
-    assert plan.ray_stop_command(inv, inv.node("n2")) == "docker exec orch-lab-n2 ray stop --force"
-    dash = parse_inventory(
-        {"cluster": "lab", "head": "n1", "ray": {"dashboard": True},
-         "nodes": [{"name": "n1", "host": "10.77.0.2", "profile": "cpu-onnxruntime"}]},
-        path=Path("c.yaml"),
-    )
-    assert plan.ray_head_command(dash, dash.node("n1"), "10.77.0.2").endswith(
-        "--include-dashboard=true --dashboard-host=10.77.0.2 --dashboard-port=8265"
-    )
-    query = shlex.split(plan.ray_nodes_command(inv, inv.node("n1"), "10.77.0.2"))
-    assert query[:5] == ["docker", "exec", "orch-lab-n1", "python", "-c"] and query[-2:] == ["10.77.0.2", "6379"]
+def test_the_live_view_is_told_the_phases_it_times(bundle):
+    """DeployView measures MiB/s between the "image"/"files" phases and the next one."""
+    inv, fake = inventory(2), fake_cluster(2)
+    seen = []
 
+    class Listener:
+        def phase(self, node, phase, detail=""):
+            seen.append((node, phase))
 
-def test_teardown_commands_touch_only_orch_things():
-    inv = inventory()
-    assert plan.list_containers_command(inv) == (
-        "docker ps -a --filter label=org.orch.cluster=lab --format '{{.Names}}'"
-    )
-    assert plan.remove_containers_command(["orch-lab-n1"]) == "docker rm -f orch-lab-n1"
-    assert plan.loaded_images_command(inv.node("n1")) == "cat /var/lib/orch/.orch/images"
-    assert plan.parse_loaded_images("sha256:a t:1\nsha256:a t:1\nbad\n") == [("sha256:a", "t:1")]
-    assert plan.remove_image_command("t:1") == "docker image rm t:1"
-    assert plan.manifest_exists_command(inv.node("n2")) == "test -f '/srv/orch data/.orch/manifest.json'"
-    assert plan.remove_data_command(inv.node("n1")) == (
-        "rm -rf -- /var/lib/orch/cache /var/lib/orch/files /var/lib/orch/runs /var/lib/orch/deploy.json "
-        "/var/lib/orch/.orch && rmdir --ignore-fail-on-non-empty /var/lib/orch"
-    )
+        def shipped(self, node, nbytes):
+            pass
 
-
-def test_host_path_maps_container_paths_and_refuses_escapes():
-    inv = inventory()
-    assert host_path(inv.node("n1"), "/data/runs/r1") == "/var/lib/orch/runs/r1"
-    assert host_path(inv.node("n1"), "runs/r1") == "/var/lib/orch/runs/r1"
-    for bad in ("/etc/passwd", "/data/../etc", "/database"):
-        with pytest.raises(InputError):
-            host_path(inv.node("n1"), bad)
+    deploy(inv, fake.transport, FakeImages(), bundle=bundle, listener=Listener(), sleep=lambda s: None)
+    n2 = [phase for node, phase in seen if node == "n2"]
+    assert n2 == ["preflight", "image", "files", "container", "firewall", "ray", "ray", "ready"]

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.deploy import deploy, status, teardown
-from orchestrator.deploy.payload import Payload, payload_file
+from orchestrator.deploy.bundle import Bundle, bundle_file
 from orchestrator.errors import InputError, RemoteError
 from orchestrator.inventory import parse_inventory
+from orchestrator.ssh import NodeFailures
 
 from .deploy_fake import IMAGE, FakeCluster, FakeImages, FakeNode, redact
 
@@ -30,8 +31,8 @@ def payload(tmp_path):
     vocab.write_bytes(b"[PAD]\n")
     data = tmp_path / "dev.json"
     data.write_bytes(b"{}")
-    files = tuple(payload_file(p) for p in (model, vocab, data))
-    return Payload(files, "demo", files[0].relative, files[1].relative, files[2].relative)
+    files = tuple(bundle_file(p) for p in (model, vocab, data))
+    return Bundle(files, "demo", files[0].relative, files[1].relative, files[2].relative)
 
 
 def cluster(n=2):
@@ -42,35 +43,38 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
     inv = make_inventory()
     fake = cluster()
     images = FakeImages()
-    report = deploy(inv, fake.transport, images, payload=payload, sleep=lambda s: None)
+    report = deploy(inv, fake.transport, images, bundle=payload, sleep=lambda s: None)
     m, v, d = (f.relative for f in payload.files)
     n2 = redact(fake.transport.commands("n2"))
     assert n2 == [
+        # Facts: read-only.
         "uname -m",
         "docker version --format '{{.Server.Version}}'",
         "docker info --format '{{.DockerRootDir}}'",
-        "mkdir -p /var/lib/orch/.orch",
-        "df -P -B1 /var/lib/orch /var/lib/docker",
+        'd=/var/lib/orch; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; df -P -B1 "$d" /var/lib/docker',
         "docker image inspect --format '{{.Id}}' orch/cpu-onnxruntime:latest",
         "cat /var/lib/orch/.orch/manifest.json",
         f"find /var/lib/orch/{m} /var/lib/orch/{v} /var/lib/orch/{d} -maxdepth 0 -type f -printf '%s %p\\n' 2>/dev/null; true",
+        "cat /var/lib/orch/deploy.json",
         "command -v iptables",
+        "iptables -w -S INPUT",
+        "iptables -w -S ORCH-lab",
+        "docker inspect --type container --format '{{.State.Status}} {{.Image}}' orch-lab-n2",
+        # The plan's steps: ship the image, copy the files, start the container...
+        "mkdir -p /var/lib/orch/.orch",
         "docker load",
         "docker image inspect --format '{{.Id}}' orch/cpu-onnxruntime:latest",
         f"printf '%s %s\\n' {IMAGE.id} orch/cpu-onnxruntime:latest >> /var/lib/orch/.orch/images",
-        "cat /var/lib/orch/deploy.json",
         "mkdir -p /var/lib/orch/.orch /var/lib/orch/files",
-        "docker inspect --type container --format '{{.State.Status}} {{.Image}}' orch-lab-n2",
         "docker run -d --name orch-lab-n2 --label org.orch.cluster=lab --label org.orch.node=n2 --network host "
         "--shm-size 2g --restart no -e ORCH_CACHE_DIR=/data/cache -e ORCH_NODE=n2 -e RAY_USAGE_STATS_ENABLED=0 "
         "-v /var/lib/orch:/data --entrypoint sleep orch/cpu-onnxruntime:latest infinity",
-        # The firewall is in place before Ray listens.
-        "iptables -w -S ORCH-lab",
+        # ... then the firewall, in place before Ray listens ...
         "iptables -w -N ORCH-lab && iptables -w -A ORCH-lab -s 127.0.0.0/8 -j ACCEPT "
         "&& iptables -w -A ORCH-lab -s 10.77.0.2/32 -j ACCEPT && iptables -w -A ORCH-lab -s 10.77.0.3/32 -j ACCEPT "
         "&& iptables -w -A ORCH-lab -j DROP",
-        "iptables -w -S INPUT",
         "iptables -w -I INPUT 1 -p tcp -m multiport --dports 6379,8076,8077,8078,8079,8081,52365,10002:10999 -j ORCH-lab",
+        # ... then Ray, once the head runs.
         "docker exec orch-lab-n2 ray start --address=10.77.0.2:6379 --node-ip-address=10.77.0.3 "
         "--object-manager-port=8076 --node-manager-port=8077 --min-worker-port=10002 --max-worker-port=10999 "
         "--dashboard-agent-grpc-port=8078 --dashboard-agent-listen-port=52365 --runtime-env-agent-port=8079 "
@@ -100,16 +104,16 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
 
     # Warm: nothing changed, so nothing is shipped, started or stopped.
     before = len(fake.transport.calls)
-    warm = deploy(inv, fake.transport, images, payload=payload, sleep=lambda s: None)
+    warm = deploy(inv, fake.transport, images, bundle=payload, sleep=lambda s: None)
     calls = fake.transport.calls[before:]
     assert not [c for c in calls if c.kind in ("put", "stream_in")]
-    changing = ("docker run", "docker rm", "docker load", "printf ", "mkdir -p /var/lib/orch/.orch /var")
+    changing = ("docker run", "docker rm", "docker load", "printf ", "mkdir ")
     assert not [c.command for c in calls if c.command and c.command.startswith(changing)]
     assert not [c.command for c in calls if c.command and ("ray start" in c.command or "ray stop" in c.command)]
     # The firewall is only read (chain, INPUT, then -C for the jump), never rewritten.
     assert [c.command for c in calls if c.host == "n2" and c.command.startswith("iptables")] == [
-        "iptables -w -S ORCH-lab",
         "iptables -w -S INPUT",
+        "iptables -w -S ORCH-lab",
         "iptables -w -C INPUT -p tcp -m multiport --dports 6379,8076,8077,8078,8079,8081,52365,10002:10999 -j ORCH-lab",
     ]
     assert {r.firewall for r in warm.nodes.values()} == {"kept"}
@@ -120,13 +124,13 @@ def test_cold_deploy_exact_commands_then_warm_deploy_changes_nothing(payload):
 def test_changed_model_file_is_the_only_thing_reshipped(payload, tmp_path):
     inv = make_inventory()
     fake = cluster()
-    deploy(inv, fake.transport, FakeImages(), payload=payload, sleep=lambda s: None)
+    deploy(inv, fake.transport, FakeImages(), bundle=payload, sleep=lambda s: None)
     model = payload.files[0].local
     model.write_bytes(b"M" * 301)
-    changed = Payload((payload_file(model),) + payload.files[1:], "demo", payload_file(model).relative,
+    changed = Bundle((bundle_file(model),) + payload.files[1:], "demo", bundle_file(model).relative,
                       payload.vocab_file, payload.dataset_file)
     before = len(fake.transport.calls)
-    report = deploy(inv, fake.transport, FakeImages(), payload=changed, sleep=lambda s: None)
+    report = deploy(inv, fake.transport, FakeImages(), bundle=changed, sleep=lambda s: None)
     sent = [c.remote for c in fake.transport.calls[before:] if c.kind == "put" and c.host == "n2"]
     assert sent[0].endswith("model.onnx") and len(sent) == 3  # model, manifest, deploy.json
     assert report.nodes["n2"].files_sent == 1 and report.nodes["n2"].container == "kept"
@@ -135,12 +139,12 @@ def test_changed_model_file_is_the_only_thing_reshipped(payload, tmp_path):
 def test_new_image_replaces_container_and_restarts_ray_everywhere(payload):
     inv = make_inventory()
     fake = cluster()
-    deploy(inv, fake.transport, FakeImages(), payload=None, sleep=lambda s: None)
+    deploy(inv, fake.transport, FakeImages(), bundle=None, sleep=lambda s: None)
     import dataclasses
 
     new = dataclasses.replace(IMAGE, id="sha256:" + "b" * 64)
     fake.image = new
-    report = deploy(inv, fake.transport, FakeImages(new), payload=None, sleep=lambda s: None)
+    report = deploy(inv, fake.transport, FakeImages(new), bundle=None, sleep=lambda s: None)
     assert {r.container for r in report.nodes.values()} == {"replaced"}
     assert {r.ray for r in report.nodes.values()} == {"started"}
 
@@ -162,10 +166,13 @@ def test_preflight_reports_every_failing_node_in_one_line():
     fake = cluster(3)
     fake.nodes["n2"].arch = "aarch64"
     fake.transport.unreachable.add("n3")
-    with pytest.raises(RemoteError) as info:
+    with pytest.raises(NodeFailures) as info:
         deploy(inv, fake.transport, FakeImages(), sleep=lambda s: None)
     message = str(info.value)
     assert message.startswith("preflight failed on 2 of 3 nodes")
+    # Each node's own exception is kept, and the CLI prints one line per node.
+    assert info.value.hosts == ["n2", "n3"] and all(isinstance(e, RemoteError) for e in info.value.errors.values())
+    assert [line.split(":")[:2] for line in info.value.lines()] == [["preflight", " node n2"], ["preflight", " node n3 (fake)"]]
     assert "node n2: CPU architecture aarch64 does not match image orch/cpu-onnxruntime:latest (amd64)" in message
     assert "node n3" in message and "connection refused" in message
     assert not [c for c in fake.transport.calls if c.kind == "stream_in"]
@@ -186,7 +193,7 @@ def test_skip_unreachable_goes_on_and_names_the_left_out_node():
 def test_not_enough_disk_fails_before_shipping():
     fake = cluster()
     fake.nodes["n2"].free = 500
-    with pytest.raises(RemoteError, match="node n2: 0.0 GB free in /var/lib/docker"):
+    with pytest.raises(NodeFailures, match="node n2: 0.0 GB free in /var/lib/docker"):
         deploy(make_inventory(), fake.transport, FakeImages(), sleep=lambda s: None)
 
 
@@ -208,7 +215,7 @@ def test_ray_join_timeout_names_the_missing_node():
 def test_status_rows_and_teardown_commands(payload):
     inv = make_inventory()
     fake = cluster()
-    deploy(inv, fake.transport, FakeImages(), payload=payload, sleep=lambda s: None)
+    deploy(inv, fake.transport, FakeImages(), bundle=payload, sleep=lambda s: None)
     rows = {r.name: r for r in status(inv, fake.transport)}
     assert rows["n2"].reachable and rows["n2"].container == "running" and rows["n2"].container_current
     assert rows["n2"].ray_alive and rows["n2"].resources == {"CPU": 2.0, "memory": 1e9}
@@ -224,8 +231,8 @@ def test_status_rows_and_teardown_commands(payload):
         "docker rm -f orch-lab-n2",
         # Only orch's jump and chain go; what else is in INPUT stays.
         "iptables -w -S INPUT",
-        "iptables -w -D INPUT -p tcp -m multiport --dports 6379,8076,8077,8078,8079,8081,52365,10002:10999 -j ORCH-lab",
         "iptables -w -S ORCH-lab",
+        "iptables -w -D INPUT -p tcp -m multiport --dports 6379,8076,8077,8078,8079,8081,52365,10002:10999 -j ORCH-lab",
         "iptables -w -F ORCH-lab && iptables -w -X ORCH-lab",
         "cat /var/lib/orch/.orch/images",
         "docker image inspect --format '{{.Id}}' orch/cpu-onnxruntime:latest",
@@ -313,8 +320,9 @@ def test_cuda_node_checks_gpus_runtime_and_passes_gpus_to_the_container():
 )
 def test_cuda_node_problems_are_named(node, message):
     fake = FakeCluster({"g1": node}, head="g1")  # the fake finds no toolkit hook either
-    with pytest.raises(RemoteError, match=message):
+    with pytest.raises(NodeFailures, match=message) as info:
         deploy(cuda_inventory(), fake.transport, FakeImages(), ray_timeout=1, sleep=lambda s: None)
+    assert isinstance(info.value.errors["g1"], RemoteError)
 
 
 def test_restarted_worker_must_rejoin_with_a_new_ray_id():

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from orchestrator.bench.cluster import PROFILE_BACKENDS, deployed_slots
+from orchestrator.bench.cluster import deployed_slots
 from orchestrator.errors import RunError
 from orchestrator.records import DeployedNode, DeployRecord
 
@@ -33,12 +33,6 @@ def fake_ray(monkeypatch):
     module = types.ModuleType("ray")
     module.nodes = lambda: RAY_NODES
     monkeypatch.setitem(sys.modules, "ray", module)
-
-
-def test_profile_backends_mirror_the_image_profiles():
-    from orchestrator.images.profiles import PROFILES
-
-    assert PROFILE_BACKENDS == {p.name: p.backend for p in PROFILES.values()}
 
 
 def test_auto_gives_each_node_its_profiles_backend():

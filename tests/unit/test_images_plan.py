@@ -297,3 +297,32 @@ def test_base_checks_name_the_flag(fake_images):
         _check_base(_FakeClient({"b": {**good, "Architecture": "arm64"}}), "b", plan)
     with pytest.raises(InputError, match="base image b has Python 3.12, orch images need Python 3.11"):
         _check_base(_FakeClient({"b": {**good, "Config": {"Labels": {"org.orch.python": "3.12"}}}}), "b", plan)
+
+
+def test_an_interrupted_build_hangs_up_on_the_engine_so_it_cancels():
+    """Ctrl-C while the build log streams: the API connection is closed (the engine then cancels the build)."""
+    from orchestrator.images import build
+    from orchestrator.images.plan import BuildPlan
+
+    class Api:
+        closed = False
+
+        def version(self):
+            return {"Os": "linux", "Arch": "x86_64"}
+
+        def build(self, **kwargs):
+            def stream():
+                yield {"stream": "Step 1/9 : FROM orch/base\n"}
+                raise KeyboardInterrupt
+
+            return stream()
+
+        def close(self):
+            Api.closed = True
+
+    client = type("Client", (), {"api": Api()})()
+    plan = BuildPlan("cpu-onnxruntime", "linux/amd64", "b", "0" * 64, "orch/cpu-onnxruntime:x", (), (), "w.whl")
+    logged = []
+    with pytest.raises(KeyboardInterrupt):
+        build._stream_build(client, plan, Path("/nonexistent"), logged.append)
+    assert Api.closed and logged == ["Step 1/9 : FROM orch/base"]

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from orchestrator.errors import RemoteError
-from orchestrator.ssh import RecordingTransport, Result, check, fan_out, raise_failures, remote_cmd
+from orchestrator.ssh import NodeFailures, RecordingTransport, Result, check, fan_out, raise_failures, remote_cmd
 
 
 @pytest.mark.parametrize(
@@ -43,12 +43,60 @@ def test_fan_out_runs_in_parallel_and_keeps_every_result():
     assert list(results) == ["a", "b", "c"]
     assert results["a"].ok and results["a"].value == "A"
     assert not results["b"].ok and isinstance(results["b"].error, RemoteError)
-    with pytest.raises(RemoteError) as info:
+    with pytest.raises(NodeFailures) as info:
         raise_failures(results, "preflight")
     message = str(info.value)
     assert message.startswith("preflight failed on 2 of 3 nodes: ")
     assert "node b: disk full" in message and "node c: KeyError: 'oops'" in message
-    assert "\n" not in message and info.value.host == "b,c"
+    assert "\n" not in message
+    # Each node keeps its own exception, and the CLI gets one line per node.
+    assert info.value.hosts == ["b", "c"]
+    assert info.value.errors["b"] is results["b"].error and isinstance(info.value.errors["c"], KeyError)
+    assert info.value.lines() == ["preflight: node b: disk full", "preflight: node c: KeyError: 'oops'"]
+    assert info.value.exit_code == 2
+
+
+def test_cli_prints_one_error_line_per_failed_node(capsys):
+    from orchestrator.cli import app, main
+
+    @app.command("fail-two-nodes", hidden=True)
+    def _fail() -> None:
+        raise NodeFailures("teardown", {"a": RemoteError("node a: gone", host="a"), "b": OSError("disk")}, 3)
+
+    try:
+        assert main(["fail-two-nodes"]) == 2
+    finally:
+        app.registered_commands.pop()
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["orch: error: teardown: node a: gone", "orch: error: teardown: node b: OSError: disk"]
+
+
+def test_fan_out_stops_waiting_at_once_when_interrupted():
+    """Ctrl-C while nodes hang: fan_out raises at once and starts no node that was still waiting."""
+    import _thread
+    import time
+
+    release = threading.Event()
+    started = []
+
+    def hang(name):
+        started.append(name)
+        release.wait(30)
+
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fan_out(["a", "b", "c"], hang, max_workers=2)
+        assert time.monotonic() - t0 < 2
+        time.sleep(0.2)
+        assert started == ["a", "b"]  # c was never started
+    finally:
+        release.set()
+        timer.cancel()
+    time.sleep(0.3)
+    assert started == ["a", "b"]
 
 
 def test_raise_failures_is_quiet_when_all_succeed():
