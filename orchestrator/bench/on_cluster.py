@@ -123,8 +123,11 @@ def run_on_inventory(
         if not result.ok:
             error = result.error
             failed = local.fail(error.message if error else "the driver failed")
-            exc = rebuild_error(error.type, error.message, error.hint, error.exit_code) if error else RunError("the driver failed")
-            exc.hint = f"{exc.hint + '; ' if exc.hint else ''}what it wrote is in {failed} (and {source} on {inventory.head})"
+            hint = (error.hint or "") if error else ""
+            hint = hint.replace(f"what it wrote is in {source}", "").strip("; ")  # said below, with the local copy
+            exc = rebuild_error(error.type, error.message, hint or None, error.exit_code) if error else RunError("the driver failed")
+            where = f"what it wrote is in {failed}" + (f" (and {source} on {inventory.head})" if source else "")
+            exc.hint = f"{hint}; {where}" if hint else where
             raise exc
         final = local.commit()
     finally:

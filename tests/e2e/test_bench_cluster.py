@@ -165,7 +165,8 @@ def test_ctrl_c_on_the_controller_stops_the_driver_on_the_head(cluster, tmp_path
     head = inv.head_node
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "tests.helpers.orch_with_faults", json.dumps({"chunk_delay": 1.5}),
-               "bench", "-i", str(cluster["inventory"]), "--mode", "accuracy", "--chunk-size", "2", "--out", "stopped"]
+               "bench", "-i", str(cluster["inventory"]), "--nodes", "2", "--mode", "accuracy", "--chunk-size", "2",
+               "--out", "stopped"]  # node1 and node2: an earlier test killed node3's container
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     with ParamikoTransport.from_inventory(inv) as transport:

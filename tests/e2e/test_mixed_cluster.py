@@ -103,7 +103,7 @@ def test_auto_runs_every_node_with_its_own_backend(cluster):
     assert local.returncode == 0, local.stderr[-3000:]
     reference = json.loads(local.stdout)
     # Same model and data: half the answers from DeepSparse score exactly like all from ONNX Runtime.
-    assert acc["accuracy_examples_scored"] == reference["accuracy_examples_scored"] > 0
+    assert acc["accuracy"]["examples_scored"] == reference["accuracy"]["examples_scored"] > 0
     assert (acc["accuracy"]["exact_match"], acc["accuracy"]["f1"]) == (reference["accuracy"]["exact_match"], reference["accuracy"]["f1"])
 
 
