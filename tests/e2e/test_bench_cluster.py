@@ -186,8 +186,9 @@ def test_ctrl_c_on_the_controller_stops_the_driver_on_the_head(cluster, tmp_path
         assert (failed[0] / "mlperf_log_detail.txt").is_file()  # what the driver wrote came back
         # The driver is gone from the head container, and so are its workers' chunks.
         # (The image has no procps: read /proc with the image's own Python.)
+        # b'orch\\x00driver' matches the driver's argv (NUL-separated), never this probe's own text.
         probe = ("import pathlib; print(sum(1 for p in pathlib.Path('/proc').glob('[0-9]*/cmdline') "
-                 "if b'driver' in p.read_bytes() and b'orch' in p.read_bytes()))")
+                 "if b'orch\\x00driver' in p.read_bytes()))")
         drivers = transport.run(head.name, f"docker exec {inv.container_name(head)} python3 -c \"{probe}\"")
         assert drivers.ok and drivers.stdout.strip() == "0", (drivers.stdout, drivers.stderr)
         result = transport.run(head.name, f"cat {head.data_dir}/runs/*.result.json")
