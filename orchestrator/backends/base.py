@@ -25,6 +25,8 @@ _REGISTRY: dict[str, str] = {
     "onnxruntime": "orchestrator.backends.onnxruntime:OnnxRuntimeBackend",
     "onnxruntime-cuda": "orchestrator.backends.onnxruntime:OnnxRuntimeCudaBackend",
     "deepsparse": "orchestrator.backends.deepsparse:DeepSparseBackend",
+    # Modelled answer times, no inference: stands in for accelerators orch does not have.
+    "synthetic": "orchestrator.backends.synthetic:SyntheticBackend",
 }
 
 # What to install when a backend's runtime package is missing.
@@ -32,7 +34,11 @@ INSTALL_HINTS: dict[str, str] = {
     "onnxruntime": "pip install 'orch[cpu]'",
     "onnxruntime-cuda": "pip install 'orch[cuda]' (onnxruntime-gpu, on a machine with an NVIDIA GPU)",
     "deepsparse": "pip install 'orch[deepsparse]' (CPython <= 3.11, x86_64 or aarch64)",
+    "synthetic": "pip install orch (it needs no runtime)",
 }
+
+# Backends whose name may carry options after a colon (``synthetic:rate=9500``).
+_TAKES_OPTIONS = ("synthetic",)
 
 
 class Backend(abc.ABC):
@@ -82,13 +88,17 @@ def available_backends() -> list[str]:
 
 
 def get_backend(name: str) -> Backend:
-    """A new, unloaded backend instance by name.
+    """A new, unloaded backend instance by name (``synthetic`` may carry a spec: ``synthetic:rate=9500``).
 
     Raises:
-        BackendError: unknown name (the message lists the valid ones), or the
+        BackendError: unknown name (the message lists the valid ones), options
+            given to a backend that takes none or bad options, or the
             backend's runtime package is not installed (the message says what
             to install).
     """
+    name, colon, options = name.partition(":")
+    if colon and name not in _TAKES_OPTIONS and name in _REGISTRY:
+        raise BackendError(f"backend {name!r} takes no options (--backend {name}:{options})", hint=f"use --backend {name}")
     target = _REGISTRY.get(name)
     if target is None:
         raise BackendError(
@@ -103,4 +113,5 @@ def get_backend(name: str) -> Backend:
             f"backend {name!r} cannot be imported ({exc})",
             hint=f"install it with: {INSTALL_HINTS.get(name, 'pip install orch')}",
         ) from exc
-    return getattr(module, class_name)()
+    cls = getattr(module, class_name)
+    return cls(options) if name in _TAKES_OPTIONS else cls()

@@ -175,6 +175,9 @@ def loadgen_faults(run: Run) -> list[str]:
     match = re.search(r"^(\d+) ERRORS? encountered", run.summary, re.MULTILINE)
     if match and not faults:
         faults.append(f"{run.path / SUMMARY}: loadgen reports {match.group(1)} error(s)")
+    backends = [run.meta.get("backend"), *(run.meta.get("backends") or [])]
+    if run.meta.get("synthetic") or any(str(b or "").partition(":")[0] == "synthetic" for b in backends):
+        faults.append(f"{run.path / 'run.json'}: made with the synthetic backend (modelled answer times, no inference); never a submission")
     if run.detail.values.get("effective_scenario") not in (None, SCENARIO):
         faults.append(f"{run.path / DETAIL}: scenario is {run.detail.values['effective_scenario']}, not {SCENARIO}")
     return faults
