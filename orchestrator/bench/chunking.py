@@ -1,0 +1,290 @@
+"""How the Offline query is cut into chunks: fixed sizes, or sizes adapted to each worker.
+
+A ``ChunkSource`` decides, each time the dispatcher asks, whether a worker
+gets a chunk now and which one. Two sources:
+
+- ``FixedChunks``: chunks cut beforehand (``--chunk-size``, tests); each
+  worker keeps ``in_flight`` of them queued.
+- ``QueryChunks``: the whole query as two numpy arrays (query ids and sample
+  indices, sorted longest sample first), cut when a worker needs work, at a
+  size that fits the worker's measured rate:
+
+  * a chunk lasts about ``target_seconds`` on its worker, so a fast GPU worker
+    gets big chunks (few round trips) and a slow CPU worker small ones;
+  * a worker is handed another chunk while the work it holds lasts less than
+    one chunk plus its *lead*, the queued time that hides the round trip
+    between one chunk's end and the next one's arrival; the lead grows when
+    the worker reports idle gaps between chunks (measured on its own clock),
+    so a fast worker is never left idle, and it is at least one chunk
+    (two in flight) however slow the worker;
+  * towards the end, chunks shrink (guided self-scheduling: each new chunk
+    lasts half of what is left of the worker's share of the remaining
+    work), so every worker finishes at about the same time and the slowest
+    one finishes within one of its own chunks of the fastest.
+
+No per-sample Python object is made: a chunk's ids are views into the
+query's arrays.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from orchestrator.bench.dispatcher import Chunk, ChunkResult
+
+
+class ChunkSource(Protocol):
+    """Which chunk a worker gets next (see the module docstring)."""
+
+    def take(self, worker: str) -> Chunk | None:
+        """The next chunk for ``worker``, or None if it should not get one now."""
+
+    def answered(self, worker: str, chunk: Chunk, result: ChunkResult) -> None:
+        """``worker`` answered ``chunk``."""
+
+    def lost(self, worker: str, chunk: Chunk) -> None:
+        """``worker`` died holding ``chunk``: it must be handed out again."""
+
+    def left(self) -> int:
+        """Samples not yet handed out (re-runs included)."""
+
+    def exhausted(self) -> bool:
+        """Every sample has been handed out (none waits for a re-run)."""
+
+
+class FixedChunks:
+    """Chunks cut beforehand; each worker keeps ``in_flight`` of them queued."""
+
+    def __init__(self, chunks: Sequence[Chunk], in_flight: int = 2) -> None:
+        if in_flight < 1:
+            raise ValueError("in_flight must be >= 1")
+        self._queue = collections.deque(chunks)
+        self._in_flight = in_flight
+        self._out: collections.Counter[str] = collections.Counter()
+        self._dead: set[str] = set()
+
+    def take(self, worker: str) -> Chunk | None:
+        if not self._queue or worker in self._dead or self._out[worker] >= self._in_flight:
+            return None
+        self._out[worker] += 1
+        return self._queue.popleft()
+
+    def answered(self, worker: str, chunk: Chunk, result: ChunkResult) -> None:
+        self._out[worker] -= 1
+
+    def lost(self, worker: str, chunk: Chunk) -> None:
+        self._out[worker] -= 1
+        self._dead.add(worker)
+        self._queue.appendleft(chunk)
+
+    def left(self) -> int:
+        return sum(len(c) for c in self._queue)
+
+    def exhausted(self) -> bool:
+        return not self._queue
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizing:
+    """How ``QueryChunks`` sizes chunks.
+
+    Attributes:
+        fixed: every chunk this many samples, ``fixed_in_flight`` queued per
+            worker (``--chunk-size``); None: adapted to each worker.
+        quantum: adapted sizes are multiples of this (the batch size), so
+            batches stay full.
+        first: the probe chunk before a worker's rate is known (default: two
+            batches); two probes are in flight at the start.
+        target_seconds: how long one chunk should take its worker.
+        min_seconds: tail chunks last at least this (each costs a round trip).
+        max_chunk: the most samples one chunk carries (bounds the memory and
+            the object-store space of one answer).
+        lead_seconds, max_lead_seconds: the queued time kept beyond the
+            running chunk at the start, and its upper bound.
+        growth: a chunk is at most this many times the worker's previous one
+            (a first rate measured on a short chunk may be off).
+    """
+
+    fixed: int | None = None
+    fixed_in_flight: int = 2
+    quantum: int = 1
+    first: int | None = None
+    target_seconds: float = 0.5
+    min_seconds: float = 0.02
+    max_chunk: int = 32768
+    lead_seconds: float = 0.05
+    max_lead_seconds: float = 1.0
+    growth: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.fixed is not None and self.fixed < 1:
+            raise ValueError("fixed chunk size must be >= 1")
+        if self.quantum < 1 or self.max_chunk < 1 or self.target_seconds <= 0:
+            raise ValueError("quantum, max_chunk and target_seconds must be positive")
+
+
+# Idle gaps shorter than this between two chunks of one worker are noise (an actor's own task switch).
+_GAP_NOISE_SECONDS = 0.002
+
+
+@dataclasses.dataclass
+class _Worker:
+    lead: float
+    alive: bool = True
+    samples_out: int = 0
+    chunks_out: int = 0
+    last_size: int = 0
+    # Decayed sums: the rate follows changes (chunks go from long to short sequences).
+    done_samples: float = 0.0
+    done_seconds: float = 0.0
+    last_finished: float | None = None
+
+    @property
+    def rate(self) -> float | None:
+        return self.done_samples / self.done_seconds if self.done_seconds > 0 else None
+
+
+def compact_indices(sample_indices: np.ndarray, qsl_size: int | None = None) -> np.ndarray:
+    """Sample indices in the smallest unsigned dtype that holds them (2 bytes each for any SQuAD QSL)."""
+    idx = np.asarray(sample_indices)
+    top = int(qsl_size - 1 if qsl_size else (idx.max() if idx.size else 0))
+    return idx.astype(np.uint16 if top < 1 << 16 else np.uint32, copy=False)
+
+
+class QueryChunks:
+    """The query as sorted arrays, cut into chunks sized for each worker; see the module docstring.
+
+    Args:
+        query_ids: loadgen's id of every issued sample.
+        sample_indices: the QSL index of every issued sample (same order).
+        lengths: real length of every QSL sample, indexed by sample index.
+        workers: names of the workers known at the start (others are added
+            when they first ask for a chunk).
+        sizing: how chunks are sized.
+        qsl_size: number of QSL samples (for the indices' dtype).
+    """
+
+    def __init__(
+        self,
+        query_ids: Sequence[int],
+        sample_indices: Sequence[int],
+        lengths: np.ndarray,
+        workers: Sequence[str] = (),
+        sizing: Sizing | None = None,
+        *,
+        qsl_size: int | None = None,
+    ) -> None:
+        ids = np.asarray(query_ids, dtype=np.uint64)
+        idx = compact_indices(np.asarray(sample_indices), qsl_size)
+        if ids.shape != idx.shape:
+            raise ValueError("query_ids and sample_indices differ in length")
+        # Longest first: chunks of alike lengths (padding removal pays off), short cheap ones at the end.
+        # A stable sort on small integers is a radix sort: linear in the query size.
+        key = np.asarray(lengths)[idx]
+        order = np.argsort(-key.astype(np.int32 if key.dtype.itemsize > 2 else np.int16), kind="stable")
+        self.query_ids = ids[order]
+        self.sample_indices = idx[order]
+        self.sizing = sizing or Sizing()
+        self._pos = 0
+        self._next_id = 0
+        self._requeued: collections.deque[Chunk] = collections.deque()
+        self._workers = {name: _Worker(lead=self.sizing.lead_seconds) for name in workers}
+
+    def __len__(self) -> int:
+        return int(self.query_ids.shape[0])
+
+    # -- ChunkSource ------------------------------------------------------------
+
+    def take(self, worker: str) -> Chunk | None:
+        state = self._workers.get(worker)
+        if state is None:
+            state = self._workers[worker] = _Worker(lead=self.sizing.lead_seconds)
+        if not state.alive or self.exhausted():
+            return None
+        size = self._size_for(state)
+        if size is None:
+            return None
+        if self._requeued:
+            chunk = self._requeued.popleft()
+        else:
+            stop = min(len(self), self._pos + size)
+            # Do not leave a sliver behind that would cost a round trip of its own.
+            if len(self) - stop < max(1, self.sizing.quantum // 2):
+                stop = len(self)
+            chunk = Chunk(self._next_id, self.query_ids[self._pos : stop], self.sample_indices[self._pos : stop])
+            self._next_id += 1
+            self._pos = stop
+        state.samples_out += len(chunk)
+        state.chunks_out += 1
+        state.last_size = len(chunk)
+        return chunk
+
+    def answered(self, worker: str, chunk: Chunk, result: ChunkResult) -> None:
+        state = self._workers[worker]
+        state.samples_out -= len(chunk)
+        state.chunks_out -= 1
+        if result.seconds > 0:
+            state.done_samples = state.done_samples * 0.5 + len(chunk)
+            state.done_seconds = state.done_seconds * 0.5 + result.seconds
+        if result.started and state.last_finished is not None:
+            gap = result.started - state.last_finished
+            if gap > _GAP_NOISE_SECONDS and self.left() > 0:
+                # The worker sat idle with work still to hand out: keep more queued on it.
+                state.lead = min(self.sizing.max_lead_seconds, max(state.lead, 2 * gap))
+        if result.finished:
+            state.last_finished = result.finished
+
+    def lost(self, worker: str, chunk: Chunk) -> None:
+        state = self._workers[worker]
+        state.alive = False
+        state.samples_out -= len(chunk)
+        state.chunks_out -= 1
+        self._requeued.appendleft(chunk)
+
+    def left(self) -> int:
+        return len(self) - self._pos + sum(len(c) for c in self._requeued)
+
+    def exhausted(self) -> bool:
+        return self._pos >= len(self) and not self._requeued
+
+    # -- sizing -------------------------------------------------------------------
+
+    def lead(self, worker: str) -> float:
+        """The queued time kept on ``worker`` beyond its running chunk (for reports and tests)."""
+        return self._workers[worker].lead
+
+    def _size_for(self, state: _Worker) -> int | None:
+        """Samples for ``state``'s next chunk, or None when it holds enough work."""
+        sizing = self.sizing
+        if sizing.fixed is not None:
+            return sizing.fixed if state.chunks_out < sizing.fixed_in_flight else None
+        rate = state.rate
+        if rate is None:
+            # Not measured yet: two small probes in flight.
+            return (sizing.first or 2 * sizing.quantum) if state.chunks_out < 2 else None
+        seconds = self._chunk_seconds(state, rate)
+        held = state.samples_out / rate
+        if state.chunks_out >= 2 and held >= seconds + state.lead:
+            return None
+        size = min(sizing.max_chunk, max(1, int(rate * seconds)))
+        if state.last_size:
+            size = min(size, max(1, int(state.last_size * sizing.growth)))
+        if size >= sizing.quantum:
+            size -= size % sizing.quantum
+        return size
+
+    def _chunk_seconds(self, state: _Worker, rate: float) -> float:
+        """How long the next chunk of this worker should last (shorter towards the end)."""
+        sizing = self.sizing
+        alive = [w for w in self._workers.values() if w.alive]
+        known = [w.rate for w in alive if w.rate]
+        mean = sum(known) / len(known)
+        total_rate = sum(w.rate or mean for w in alive)
+        remaining = self.left() + sum(w.samples_out for w in alive)
+        # When all the work would be done if every worker kept its rate, and this worker's part of it.
+        share = remaining / total_rate - state.samples_out / rate
+        return min(sizing.target_seconds, max(sizing.min_seconds, share / 2))
