@@ -1,38 +1,114 @@
 """The MLPerf loadgen side: one SUT and one QSL in the driver process.
 
-Loadgen issues the single Offline query; a long-lived thread turns it into
-chunks, hands them to the dispatcher, and completes each chunk's samples with
-``QuerySamplesComplete`` as answers arrive (always from that one thread:
-completing from many short-lived threads crashed loadgen 6.0.17).
+Loadgen issues the single Offline query through its *fast* issue callback
+(``ConstructFastSUT``: the query ids and sample indices arrive as two lists
+of ints, not one Python object per sample). A long-lived thread turns them
+into numpy arrays (``chunking.QueryChunks``, which cuts chunks as workers
+need them), runs the dispatcher, and completes each answered chunk with one
+``QuerySamplesComplete`` call, its responses built by ``map`` over the
+chunk's ids (always from that one thread: completing from many short-lived
+threads crashed loadgen 6.0.17). Nothing else is made per sample, so the
+driver's cost per sample is what loadgen's Python binding itself costs
+(``benchmarks/driver_scale.py`` measures it against a bare null SUT).
+
+The run also measures the driver: its CPU seconds and peak RSS, and the CPU
+time of the completion thread (the driver's own cost per sample, from which
+``driver_ceiling`` estimates the rate one driver can complete).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import queue
 import re
+import resource
 import threading
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from orchestrator.bench.dispatcher import Chunk, ChunkResult, DispatchReport, make_chunks
+from orchestrator.bench.chunking import QueryChunks, Sizing
+from orchestrator.bench.dispatcher import Chunk, ChunkResult, DispatchReport
 from orchestrator.bench.payload import decode
 from orchestrator.errors import RunError
 
-# Builds and runs a dispatcher over the given chunks; calls on_complete per chunk.
-DispatchFn = Callable[[list[Chunk], Callable[[Chunk, ChunkResult, str], None]], DispatchReport]
+# Runs a dispatcher over the query (a ``QueryChunks``: len() is its sample count); calls on_complete per chunk.
+DispatchFn = Callable[[QueryChunks, Callable[[Chunk, ChunkResult, str], None]], DispatchReport]
+
+# Accuracy-mode answers carry 3 KiB of logits per sample; this bounds one answer to 6 MiB.
+ACCURACY_MAX_CHUNK = 2048
+# Responses are handed to QuerySamplesComplete at most this many at a time (bounds the transient list).
+COMPLETE_BATCH = 32768
 
 
 @dataclasses.dataclass
 class HarnessResult:
-    """What a loadgen run produced."""
+    """What a loadgen run produced, and what the driver spent on it.
+
+    Attributes:
+        report: the dispatcher's report (None if the query never ran).
+        issued: samples loadgen issued (the query's size).
+        error: what failed, or None.
+        loadgen_started: ``time.time()`` when loadgen's test started.
+        loadgen_seconds: wall time of loadgen's test.
+        cpu_seconds: CPU time of the whole driver process during the test
+            (every thread: loadgen's, Ray's, the completion thread).
+        completion_cpu_seconds: CPU time of the completion thread alone.
+        peak_rss_bytes: the driver process's peak resident memory so far.
+    """
 
     report: DispatchReport | None
-    logits: dict[int, np.ndarray]  # sample index -> (384, 2), accuracy mode only
     issued: int
     error: BaseException | None
+    loadgen_started: float = 0.0
+    loadgen_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    completion_cpu_seconds: float = 0.0
+    peak_rss_bytes: int = 0
+
+
+def sizing_for(mode: str, *, chunk_size: int | None, batch_size: int) -> Sizing:
+    """How the query is cut: ``--chunk-size`` fixes it, else sizes adapt to each worker."""
+    if chunk_size:
+        return Sizing(fixed=chunk_size)
+    return Sizing(quantum=max(1, batch_size), max_chunk=ACCURACY_MAX_CHUNK if mode == "accuracy" else Sizing.max_chunk)
+
+
+def complete_chunk(lg: Any, mode: str, chunk: Chunk, answer: ChunkResult, worker: str) -> None:
+    """Complete one answered chunk's samples with loadgen, in one call per ``COMPLETE_BATCH``.
+
+    Performance mode: the answer is a sample count (or an encoded array, one
+    row per sample); accuracy mode: an encoded (n, 384, 2) float32 array,
+    whose rows loadgen copies into its accuracy log during the call.
+
+    Raises:
+        RunError: the answer does not match the chunk.
+    """
+    ids = np.asarray(chunk.query_ids, dtype=np.uint64).tolist()
+    n = len(ids)
+    payload = answer.payload
+    QSR = lg.QuerySampleResponse
+    if mode == "accuracy":
+        data = np.ascontiguousarray(decode(payload), dtype=np.float32)
+        if data.shape != (n, 384, 2):
+            raise RunError(f"worker {worker} returned logits of shape {data.shape} for {n} samples")
+        stride = data.strides[0]
+        base = data.ctypes.data
+        for first in range(0, n, COMPLETE_BATCH):
+            part = ids[first : first + COMPLETE_BATCH]
+            pointers = range(base + first * stride, base + (first + len(part)) * stride, stride)
+            lg.QuerySamplesComplete(list(map(QSR, part, pointers, itertools.repeat(stride))))
+        del data  # the buffer had to live until QuerySamplesComplete returned
+        return
+    count = payload if isinstance(payload, int) else len(decode(payload))
+    if count != n:
+        raise RunError(f"worker {worker} answered {count} samples for a chunk of {n}")
+    for first in range(0, n, COMPLETE_BATCH):
+        part = ids[first : first + COMPLETE_BATCH]
+        lg.QuerySamplesComplete(list(map(QSR, part, itertools.repeat(0), itertools.repeat(0))))
 
 
 def run_loadgen(
@@ -42,9 +118,10 @@ def run_loadgen(
     mode: str,
     sample_count: int,
     lengths: np.ndarray,
-    chunk_size: int,
+    chunk_size: int | None,
     dispatch: DispatchFn,
-    keep_logits: bool = False,
+    batch_size: int = 1,
+    stop: threading.Event | None = None,
 ) -> HarnessResult:
     """Run one loadgen test (Offline) and return once loadgen has written its logs.
 
@@ -52,72 +129,45 @@ def run_loadgen(
         run_dir: where loadgen writes mlperf_log_*.
         user_conf: the user.conf, read once with ``FromConfig``.
         mode: "performance" or "accuracy".
-        sample_count: QSL size (samples 0..count-1 of the feature set).
+        sample_count: QSL size (samples 0..count-1 of the feature set); the
+            query may be larger (samples repeat).
         lengths: real length of each QSL sample.
-        chunk_size: samples per chunk.
-        dispatch: runs the chunks (see ``DispatchFn``).
-        keep_logits: also keep every answered sample's logits in memory.
+        chunk_size: samples per chunk, or None to size chunks for each worker.
+        dispatch: runs the query (see ``DispatchFn``); it must stop handing
+            out chunks when ``stop`` is set.
+        batch_size: the workers' batch size (adapted chunks are multiples of it).
+        stop: set on Ctrl-C / SIGTERM (by this function) or by the caller.
+
+    Raises:
+        KeyboardInterrupt (or orch's SIGTERM exception): the run was stopped;
+            loadgen was let finish its query first (its logs are written).
     """
     import mlperf_loadgen as lg
 
     work: queue.Queue = queue.Queue()
-    result = HarnessResult(report=None, logits={}, issued=0, error=None)
-
-    def complete_chunk(chunk: Chunk, answer: ChunkResult, worker: str) -> None:
-        payload = decode(answer.payload)
-        if len(payload) != len(chunk):
-            raise RunError(f"worker {worker} answered {len(payload)} samples for a chunk of {len(chunk)}")
-        responses = []
-        buffers = []  # keep every buffer alive until QuerySamplesComplete returns
-        if mode == "accuracy":
-            data = np.ascontiguousarray(payload, dtype=np.float32)
-            if data.shape != (len(chunk), 384, 2):
-                raise RunError(f"worker {worker} returned logits of shape {data.shape} for {len(chunk)} samples")
-            for row, (query_id, sample) in enumerate(zip(chunk.query_ids, chunk.sample_indices)):
-                one = data[row]
-                buffers.append(one)
-                responses.append(lg.QuerySampleResponse(query_id, one.ctypes.data, one.nbytes))
-                if keep_logits:
-                    result.logits[sample] = one
-        else:
-            for query_id in chunk.query_ids:
-                responses.append(lg.QuerySampleResponse(query_id, 0, 0))
-        lg.QuerySamplesComplete(responses)
-        del buffers
+    result = HarnessResult(report=None, issued=0, error=None)
+    sizing = sizing_for(mode, chunk_size=chunk_size, batch_size=batch_size)
 
     def completion_thread() -> None:
-        samples = work.get()
-        if samples is None:
-            return
-        query_ids = [s.id for s in samples]
-        indices = [s.index for s in samples]
-        chunks = make_chunks(query_ids, indices, lengths, chunk_size)
-        answered: set[int] = set()
-
-        def on_complete(chunk: Chunk, answer: ChunkResult, worker: str) -> None:
-            complete_chunk(chunk, answer, worker)
-            answered.add(chunk.chunk_id)
-
+        cpu_start = time.thread_time()
         try:
-            result.report = dispatch(chunks, on_complete)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            result.error = exc
-            # Loadgen waits for every sample: answer the rest empty so it can
-            # finish writing its logs; the run is then marked failed.
-            rest = [lg.QuerySampleResponse(q, 0, 0) for c in chunks if c.chunk_id not in answered for q in c.query_ids]
-            if rest:
-                lg.QuerySamplesComplete(rest)
+            item = work.get()
+            if item is not None:
+                _run_query(lg, mode, item, lengths, sizing, sample_count, dispatch, result)
+        finally:
+            result.completion_cpu_seconds = time.thread_time() - cpu_start
 
-    def issue_queries(samples) -> None:
-        result.issued += len(samples)
-        work.put(list(samples))
+    def issue_queries(query_ids: list[int], sample_indices: list[int]) -> None:
+        # Offline: one query, the whole run. Only the two lists travel; the arrays are made in the completion thread.
+        result.issued += len(query_ids)
+        work.put((query_ids, sample_indices))
 
     def flush_queries() -> None:
         pass
 
     thread = threading.Thread(target=completion_thread, name="orch-completions", daemon=True)
     thread.start()
-    sut = lg.ConstructSUT(issue_queries, flush_queries)
+    sut = lg.ConstructFastSUT(issue_queries, flush_queries)
     qsl = lg.ConstructQSL(sample_count, sample_count, lambda _: None, lambda _: None)
     try:
         settings = lg.TestSettings()
@@ -128,13 +178,81 @@ def run_loadgen(
         log_settings.log_output.outdir = str(run_dir)
         log_settings.log_output.copy_summary_to_stdout = False
         log_settings.enable_trace = False
-        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        result.loadgen_started = time.time()
+        started = time.perf_counter()
+        try:
+            _start_test_interruptibly(lg, sut, qsl, settings, log_settings, stop)
+        finally:
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            result.loadgen_seconds = time.perf_counter() - started
+            result.cpu_seconds = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+            result.peak_rss_bytes = after.ru_maxrss * 1024  # kilobytes on Linux
     finally:
         work.put(None)
         thread.join()
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
     return result
+
+
+def _run_query(lg, mode, item, lengths, sizing, sample_count, dispatch, result: HarnessResult) -> None:
+    """The completion thread's work: the query's arrays, the dispatch, and every completion."""
+    query_ids, sample_indices = item
+    query = QueryChunks(query_ids, sample_indices, lengths, (), sizing, qsl_size=sample_count)
+    del item, query_ids, sample_indices  # the arrays hold the query now; the lists of ints can go
+    answered: list[np.ndarray] = []
+
+    def on_complete(chunk: Chunk, answer: ChunkResult, worker: str) -> None:
+        complete_chunk(lg, mode, chunk, answer, worker)
+        answered.append(np.asarray(chunk.query_ids))
+
+    try:
+        result.report = dispatch(query, on_complete)
+    except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        result.error = exc
+        # Loadgen waits for every sample: answer the rest empty so it can
+        # finish writing its logs; the run is then marked failed.
+        done = np.concatenate(answered) if answered else np.empty(0, np.uint64)
+        rest = np.setdiff1d(query.query_ids, done, assume_unique=True).tolist()
+        for first in range(0, len(rest), COMPLETE_BATCH):
+            part = rest[first : first + COMPLETE_BATCH]
+            lg.QuerySamplesComplete(list(map(lg.QuerySampleResponse, part, itertools.repeat(0), itertools.repeat(0))))
+
+
+def _start_test_interruptibly(lg, sut, qsl, settings, log_settings, stop: threading.Event | None) -> None:
+    """Run loadgen's test in a thread, so Ctrl-C / SIGTERM reach this (main) thread.
+
+    Python runs signal handlers in the main thread only, between bytecodes: a
+    main thread blocked inside ``StartTest`` would ignore Ctrl-C until the
+    query ends. Here the main thread waits in short joins; on an interrupt it
+    sets ``stop`` (no more chunks are handed out; the completion thread
+    answers the rest empty, so loadgen finishes its query and returns), waits
+    for loadgen to return, then re-raises the interrupt.
+    """
+    done = threading.Event()
+
+    def body() -> None:
+        try:
+            lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+        finally:
+            done.set()
+
+    runner = threading.Thread(target=body, name="orch-loadgen", daemon=True)
+    runner.start()
+    interrupt: BaseException | None = None
+    while not done.is_set():
+        try:
+            done.wait(0.2)
+        except BaseException as exc:  # KeyboardInterrupt, or orch's SIGTERM exception
+            if interrupt is not None:
+                raise  # a second interrupt: stop waiting for loadgen
+            interrupt = exc
+            if stop is not None:
+                stop.set()
+    runner.join()
+    if interrupt is not None:
+        raise interrupt
 
 
 @dataclasses.dataclass(frozen=True)
