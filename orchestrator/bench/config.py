@@ -34,6 +34,8 @@ class BenchConfig:
     mode: str = "performance"
     execution: str = "test"
     count: int | None = None
+    # Test mode, performance: a query that lasts about this long (sized by the expected rate).
+    duration: float | None = None
     model: str = "demo"
     dataset: Path | None = None
     vocab: Path | None = None
@@ -73,6 +75,19 @@ class BenchConfig:
             raise InputError(f"--count must be at least 1 (got {self.count})")
         if self.count is not None and self.execution == "valid":
             raise InputError("--count is for --execution test", hint="a valid run uses the whole data set")
+        if self.duration is not None:
+            if not self.duration > 0:
+                raise InputError(f"--duration must be a positive number of seconds (got {self.duration})")
+            if self.execution == "valid" or self.mode != "performance" or self.count is not None:
+                raise InputError("--duration is for --execution test --mode performance, without --count",
+                                 hint="a valid run lasts 600 s by the official rules; an accuracy run answers the data set once")
+        if self.backend.startswith("synthetic"):
+            from orchestrator.backends.synthetic import parse_spec
+
+            parse_spec(self.backend)  # a bad spec fails here, before Ray starts
+            if self.mode == "submission":
+                raise InputError("--backend synthetic answers without inference: its runs are never a submission",
+                                 hint="use --mode performance or accuracy")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.threads is not None and self.threads < 1:
@@ -87,19 +102,33 @@ class BenchConfig:
     def sample_count(self, available: int, *, dataset: Path) -> int:
         """How many QSL samples this run uses, given the data set's feature count.
 
+        A test-mode performance run may ask for more samples than the data set
+        holds (``--count``, ``--duration``): the QSL is then the whole data set
+        and loadgen repeats samples in the query (``query_count``), as a valid
+        run does. An accuracy run answers each QSL sample once.
+
         Raises:
-            InputError: --count is larger than the data set.
+            InputError: --count is larger than the data set in accuracy mode.
         """
-        if self.execution == "valid":
+        if self.execution == "valid" or self.duration is not None:
             return available
         if self.count is None:
             return min(available, TEST_DEFAULT_COUNT_CAP)
+        if self.count > available and self.mode == "performance":
+            return available
         if self.count > available:
             raise InputError(
                 f"--count {self.count} is larger than the data set {dataset} ({available} samples)",
-                hint=f"use --count {available} or less",
+                hint=f"use --count {available} or less (more is for --mode performance)",
             )
         return self.count
+
+    def query_count(self, qsl_count: int) -> int | None:
+        """Samples in the test-mode query (``--count``, which may exceed the QSL), or None when
+        loadgen sizes it (valid mode, ``--duration``)."""
+        if self.execution == "valid" or self.duration is not None:
+            return None
+        return max(self.count or 0, qsl_count)
 
     def effective_chunk_size(self, samples: int, workers: int) -> int:
         """Samples per dispatched chunk.
@@ -112,20 +141,25 @@ class BenchConfig:
         return max(1, min(self.batch_size * 4, -(-samples // (workers * 4))))
 
 
-def user_conf(*, execution: str, count: int, target_qps: float) -> str:
+def user_conf(
+    *, execution: str, count: int, target_qps: float, query_count: int | None = None, duration: float | None = None
+) -> str:
     """The user.conf text for a run (model key ``bert``: loadgen's own name for it).
 
     Valid mode only sets target_qps, so every official rule compiled into
-    loadgen applies untouched. Test mode shrinks the run to ``count`` samples
-    and a short minimum duration, and says so in the file.
+    loadgen applies untouched. Test mode shrinks the run to a QSL of ``count``
+    samples, a query of ``query_count`` samples (default ``count``; larger
+    repeats samples) and a short minimum duration, or with ``duration`` a
+    query of about that many seconds at ``target_qps``; it says so in the file.
     """
     lines = ["# user.conf written by orch"]
     if execution == "test":
+        min_duration = int(round(duration * 1000)) if duration else TEST_MIN_DURATION_MS
         lines += [
             "# TEST MODE: a short run on a subset; NOT valid for an MLPerf submission.",
             f"bert.Offline.target_qps = {_fmt(target_qps)}",
-            f"bert.Offline.min_duration = {TEST_MIN_DURATION_MS}",
-            f"bert.Offline.min_query_count = {count}",
+            f"bert.Offline.min_duration = {min_duration}",
+            f"bert.Offline.min_query_count = {count if duration else max(count, query_count or 0)}",
             f"bert.Offline.performance_sample_count_override = {count}",
         ]
     else:

@@ -40,7 +40,11 @@ def choose_nodes(inventory: Any, backend: str, nodes: int | None, *, source: str
     Raises:
         InputError: fewer nodes than asked can run the backend.
     """
-    capable = [n.name for n in inventory.nodes if backend == "auto" or PROFILE_BACKENDS.get(n.profile) == backend]
+    from orchestrator.backends.synthetic import is_synthetic
+
+    # The synthetic backend needs no runtime: it runs on every profile.
+    capable = [n.name for n in inventory.nodes
+               if backend == "auto" or is_synthetic(backend) or PROFILE_BACKENDS.get(n.profile) == backend]
     wanted = len(capable) if nodes is None else nodes
     if wanted < 1 or len(capable) < wanted:
         able = ", ".join(capable) or "none"
@@ -63,6 +67,7 @@ def driver_argv(conf: cfg.BenchConfig, nodes: list[str], remote_out: str) -> lis
     ]  # fmt: skip
     optional = {
         "--count": conf.count,
+        "--duration": conf.duration,
         "--threads": conf.threads,
         "--chunk-size": conf.chunk_size,
         "--target-qps": conf.target_qps,

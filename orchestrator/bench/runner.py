@@ -15,12 +15,14 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from orchestrator import __version__
 from orchestrator.bench import cluster, config as cfg
+from orchestrator.bench import driver_stats
 from orchestrator.bench.dispatcher import Dispatcher
 from orchestrator.bench.harness import read_summary, run_loadgen
 from orchestrator.bench.view import Progress
@@ -112,16 +114,20 @@ class Session:
         self.actors: dict[str, Any] = {}
         self.infos: dict[str, dict[str, Any]] = {}
         self.slots: list[cluster.Slot] = []
+        # Start-up, apart from the run: seconds from process start to each step, then to loadgen's start.
+        self.startup = driver_stats.Startup()
+        self.startup.mark("inputs_resolved")
 
     def __enter__(self) -> "Session":
-        from orchestrator.bench.workers import WorkerSpec, start_workers
+        from orchestrator.bench.workers import WorkerSpec, start_or_reuse_workers, start_workers
 
         deploy = cfg.read_deploy_json() if self.conf.cluster_nodes else None
         if deploy is not None:
             me = next((n for n in deploy["nodes"] if n["name"] == deploy["node"]), None)
-            cluster.start_ray(deploy["ray_address"], debug=self.debug, node_ip=me and me["ray_ip"])
+            self.startup.ray = cluster.start_ray(deploy["ray_address"], debug=self.debug, node_ip=me and me["ray_ip"])
         else:
-            cluster.start_ray(self.conf.ray_address, debug=self.debug)
+            self.startup.ray = cluster.start_ray(self.conf.ray_address, debug=self.debug)
+        self.startup.mark("ray_started")
         try:
             if deploy is not None:
                 self.slots = cluster.deployed_slots(deploy, list(self.conf.cluster_nodes), self.conf.backend, self.conf.threads)
@@ -148,8 +154,15 @@ class Session:
                 )
                 for s in self.slots
             ]
-            self.actors = start_workers(specs)
+            if self.startup.ray == "orch up" and not any(s.kill_after_chunks is not None or s.chunk_delay for s in specs):
+                # orch up's Ray outlives this run: keep the workers loaded for the next run of this layout.
+                from orchestrator.bench.local_ray import NAMESPACE
+
+                self.actors, self.startup.workers_reused = start_or_reuse_workers(specs, NAMESPACE)
+            else:
+                self.actors = start_workers(specs)
             self._wait_ready()
+            self.startup.mark("workers_ready")
         except BaseException:
             cluster.stop_ray()
             raise
@@ -191,7 +204,8 @@ class Session:
 
         conf = self.conf
         count = conf.sample_count(self.inputs.total, dataset=self.inputs.dataset_path)
-        target_qps = self._target_qps(count, mode)
+        query_count = conf.query_count(count) if mode == "performance" else None
+        target_qps = self._target_qps(query_count or count, mode)
         out = out.resolve()
         check_out(out, conf.force)
         tmp = out.parent / f".{out.name}.partial"
@@ -199,13 +213,20 @@ class Session:
         tmp.mkdir(parents=True)
         started_at = _now()
         conf_path = tmp / "user.conf"
-        conf_path.write_text(cfg.user_conf(execution=conf.execution, count=count, target_qps=target_qps))
+        conf_path.write_text(cfg.user_conf(execution=conf.execution, count=count, target_qps=target_qps,
+                                           query_count=query_count, duration=conf.duration))
+        # Say it before the run when the driver, not the workers, will set the pace.
+        warning = driver_stats.ceiling_warning(self._planned_rate() or (target_qps if conf.execution == "valid" or conf.target_qps else None))
+        if warning:
+            sys.stderr.write(f"orch: warning: {warning}\n")
 
         progress = Progress(count, [(s.worker, s.node) for s in self.slots], f"{mode} ({'TEST MODE, not valid for submission' if conf.execution == 'test' else 'valid mode'})")
         lost: list[dict[str, Any]] = []
         executor = RayExecutor(self.actors, return_logits=(mode == "accuracy"))
 
-        def dispatch(chunks, on_complete):
+        def dispatch(query, on_complete):
+            progress.total = len(query)  # the query loadgen issued (larger than the QSL when samples repeat)
+
             def done(chunk, answer, worker):
                 on_complete(chunk, answer, worker)
                 progress.chunk_done(worker, len(chunk), answer.seconds)
@@ -215,7 +236,7 @@ class Session:
 
             return Dispatcher(
                 executor, list(self.actors), on_complete=done, on_worker_lost=lost_worker
-            ).run(chunks)
+            ).run(query)
 
         stop_view = live(progress) if live else None
         try:
@@ -225,7 +246,8 @@ class Session:
                 mode=mode,
                 sample_count=count,
                 lengths=self.inputs.lengths[:count],
-                chunk_size=conf.effective_chunk_size(count, len(self.slots)),
+                chunk_size=conf.chunk_size,  # None: sized for each worker's rate (bench.chunking)
+                batch_size=conf.batch_size,
                 dispatch=dispatch,
             )
         finally:
@@ -237,6 +259,10 @@ class Session:
             msg = err.message if isinstance(err, RunError) else f"{type(err).__name__}: {err}"
             raise RunError(f"the {mode} run failed: {msg}", hint=f"its logs are in {failed}") from err
         report = outcome.report
+        self.startup.mark("loadgen_started", at=outcome.loadgen_started)
+        driver = driver_stats.driver_record(outcome, report, warning=warning)
+        if mode == "performance":
+            driver_stats.store_ceiling(driver, samples=outcome.issued, command=conf.command)
         summary = read_summary(tmp)
         for name in report.lost_workers:
             lost.append({"name": name, "node": self.infos[name]["node"], "reason": report.workers[name].lost_reason})
@@ -270,6 +296,11 @@ class Session:
             "rerun_samples": report.rerun_samples,
             "issued_samples": outcome.issued,
             "dispatch_seconds": report.wall_seconds,
+            # Issue 14's fields: start-up apart from the run, the driver's own cost, the synthetic model.
+            "startup_seconds": self.startup.marks["loadgen_started"],
+            "startup": self.startup.as_dict(),
+            "driver": driver,
+            "synthetic": self._synthetic_spec().as_dict() if self._synthetic_spec() else None,
             "started_at": started_at,
             "finished_at": None,
             "complete": True,
@@ -337,9 +368,27 @@ class Session:
     def _calibration_key(self) -> str:
         return calibration_key_for(self.conf, self.inputs.model_name)
 
+    def _synthetic_spec(self):
+        from orchestrator.backends.synthetic import is_synthetic, parse_spec
+
+        return parse_spec(self.conf.backend) if is_synthetic(self.conf.backend) else None
+
+    def _planned_rate(self) -> float | None:
+        """The rate the workers are expected to reach, when it is known before the run (synthetic)."""
+        spec = self._synthetic_spec()
+        return spec.rate * len(self.slots) if spec else None
+
     def _target_qps(self, count: int, mode: str) -> float:
         if self.conf.target_qps:
             return self.conf.target_qps
+        if self.conf.execution == "test" and self.conf.duration:
+            rate = self._planned_rate() or cfg.load_calibration(self._calibration_key())
+            if rate is None:
+                raise InputError(
+                    "--duration needs the expected samples/s to size the query, and none was measured for this system",
+                    hint="pass --target-qps X, or first run `orch bench` in test mode with the same layout",
+                )
+            return rate
         if self.conf.execution == "test":
             return cfg.test_target_qps(count)
         stored = cfg.load_calibration(self._calibration_key())

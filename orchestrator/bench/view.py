@@ -137,6 +137,11 @@ def results_table(summary: dict[str, Any]) -> Table:
     table.add_row("loadgen result", verdict)
     if summary["execution"] == "test":
         table.add_row("note", "TEST MODE: not valid for an MLPerf submission")
+    if summary.get("synthetic"):
+        syn = summary["synthetic"]
+        table.add_row("SYNTHETIC", f"{syn['note']} ({syn['rate_per_worker']:,.0f} samples/s per worker, {syn['overhead_ms']} ms per batch)")
+    if summary.get("startup_seconds") is not None:
+        table.add_row("start-up", f"{summary['startup_seconds']:.2f} s before loadgen started ({summary.get('startup', {}).get('ray', 'ray')})")
     if summary.get("f1") is not None:
         table.add_row("accuracy", f"exact_match {summary['exact_match']:.3f}, f1 {summary['f1']:.3f}")
     if summary.get("model_note"):

@@ -20,12 +20,13 @@ from orchestrator.cli import app, state
 @app.command()
 def bench(
     nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes to run on (default: 1 locally, every capable node of --inventory); locally, N workers sharing this machine's CPUs."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime | onnxruntime-cuda | deepsparse | auto (each node's profile; default with --inventory, else onnxruntime)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime | onnxruntime-cuda | deepsparse | synthetic[:rate=9500,overhead_ms=0,per_node=1] (modelled answer times, no inference, never a submission) | auto (each node's profile; default with --inventory, else onnxruntime)."),
     inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help="Run on the cluster `orch deploy` set up from this inventory."),
     scenario: str = typer.Option("Offline", "--scenario", help="MLPerf scenario (Offline)."),
     mode: str = typer.Option("performance", "--mode", help="performance | accuracy | submission (accuracy then performance, then the submission tree)."),
     execution: str = typer.Option("test", "--execution", help="test (short, --count samples, never valid) | valid (official rules: 600 s, 10,833 samples)."),
-    count: Optional[int] = typer.Option(None, "--count", help="Samples in test mode (default: the whole data set, at most 1024)."),
+    count: Optional[int] = typer.Option(None, "--count", help="Samples in test mode (default: the whole data set, at most 1024); in performance mode it may exceed the data set (samples repeat)."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Test mode, performance: a query of about SECONDS at the expected rate (--target-qps, the synthetic model, or the last test run's)."),
     model: str = typer.Option("demo", "--model", help="demo | bert-large | bert-large-int8 | PATH to an ONNX file."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="SQuAD v1.1 JSON (default: the model's)."),
     vocab: Optional[Path] = typer.Option(None, "--vocab", help="BERT vocab.txt (default: the model's)."),
@@ -57,6 +58,7 @@ def bench(
         mode=mode,
         execution=execution,
         count=count,
+        duration=duration,
         model=model,
         dataset=dataset.expanduser().resolve() if dataset else None,
         vocab=vocab.expanduser().resolve() if vocab else None,
