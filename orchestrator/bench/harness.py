@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import queue
 import re
 import resource
@@ -174,6 +175,10 @@ def run_loadgen(
         settings.FromConfig(str(user_conf), "bert", "Offline")
         settings.scenario = lg.TestScenario.Offline
         settings.mode = lg.TestMode.AccuracyOnly if mode == "accuracy" else lg.TestMode.PerformanceOnly
+        if mode == "performance" and os.environ.get("ORCH_TEST_LOG_ALL_RESPONSES") == "1":
+            # Test hook: loadgen logs every completed sample (seq_id, qsl_idx) in mlperf_log_accuracy.json,
+            # so a test can check from loadgen's own log that each issued sample was completed once.
+            settings.accuracy_log_probability = 1.0
         log_settings = lg.LogSettings()
         log_settings.log_output.outdir = str(run_dir)
         log_settings.log_output.copy_summary_to_stdout = False
