@@ -5,9 +5,8 @@ gets a chunk now and which one. Two sources:
 
 - ``FixedChunks``: chunks cut beforehand (``--chunk-size``, tests); each
   worker keeps ``in_flight`` of them queued.
-- ``QueryChunks``: the whole query as two numpy arrays (query ids and sample
-  indices, sorted longest sample first), cut when a worker needs work, at a
-  size that fits the worker's measured rate:
+- ``QueryChunks``: the whole query (``query.QueryStore``), cut when a worker
+  needs work, at a size that fits the worker's measured rate:
 
   * a chunk lasts about ``target_seconds`` on its worker, so a fast GPU worker
     gets big chunks (few round trips) and a slow CPU worker small ones;
@@ -22,8 +21,8 @@ gets a chunk now and which one. Two sources:
     work), so every worker finishes at about the same time and the slowest
     one finishes within one of its own chunks of the fastest.
 
-No per-sample Python object is made: a chunk's ids are views into the
-query's arrays.
+The query itself (loadgen's lists, prepared window by window, sorted
+longest first where chunks are small) is ``orchestrator.bench.query``.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from orchestrator.bench.dispatcher import Chunk, ChunkResult
+from orchestrator.bench.query import SORT_BELOW, QueryStore, compact_indices  # noqa: F401 - re-exported
 
 
 class ChunkSource(Protocol):
@@ -97,8 +97,11 @@ class Sizing:
             worker (``--chunk-size``); None: adapted to each worker.
         quantum: adapted sizes are multiples of this (the batch size), so
             batches stay full.
-        first: the probe chunk before a worker's rate is known (default: two
-            batches); two probes are in flight at the start.
+        first: the first probe chunk before a worker's rate is known (default:
+            two batches); the second probe, in flight with it, is four times
+            larger, so a fast worker is still busy when the first answer
+            tells its rate. Probes never exceed half of a fair share of what
+            is left (a short run is not handed out in probes).
         target_seconds: how long one chunk should take its worker.
         min_seconds: tail chunks last at least this (each costs a round trip).
         max_chunk: the most samples one chunk carries (bounds the memory and
@@ -106,7 +109,7 @@ class Sizing:
         lead_seconds, max_lead_seconds: the queued time kept beyond the
             running chunk at the start, and its upper bound.
         growth: a chunk is at most this many times the worker's previous one
-            (a first rate measured on a short chunk may be off).
+            (a rate measured on a short probe may be off).
     """
 
     fixed: int | None = None
@@ -118,7 +121,7 @@ class Sizing:
     max_chunk: int = 32768
     lead_seconds: float = 0.05
     max_lead_seconds: float = 1.0
-    growth: float = 4.0
+    growth: float = 16.0
 
     def __post_init__(self) -> None:
         if self.fixed is not None and self.fixed < 1:
@@ -148,13 +151,6 @@ class _Worker:
         return self.done_samples / self.done_seconds if self.done_seconds > 0 else None
 
 
-def compact_indices(sample_indices: np.ndarray, qsl_size: int | None = None) -> np.ndarray:
-    """Sample indices in the smallest unsigned dtype that holds them (2 bytes each for any SQuAD QSL)."""
-    idx = np.asarray(sample_indices)
-    top = int(qsl_size - 1 if qsl_size else (idx.max() if idx.size else 0))
-    return idx.astype(np.uint16 if top < 1 << 16 else np.uint32, copy=False)
-
-
 class QueryChunks:
     """The query as sorted arrays, cut into chunks sized for each worker; see the module docstring.
 
@@ -178,16 +174,8 @@ class QueryChunks:
         *,
         qsl_size: int | None = None,
     ) -> None:
-        ids = np.asarray(query_ids, dtype=np.uint64)
-        idx = compact_indices(np.asarray(sample_indices), qsl_size)
-        if ids.shape != idx.shape:
-            raise ValueError("query_ids and sample_indices differ in length")
-        # Longest first: chunks of alike lengths (padding removal pays off), short cheap ones at the end.
-        # A stable sort on small integers is a radix sort: linear in the query size.
-        key = np.asarray(lengths)[idx]
-        order = np.argsort(-key.astype(np.int32 if key.dtype.itemsize > 2 else np.int16), kind="stable")
-        self.query_ids = ids[order]
-        self.sample_indices = idx[order]
+        self._store = QueryStore(query_ids, sample_indices, lengths, qsl_size)
+        self._outstanding: dict[int, Chunk] = {}  # handed out (or waiting for a re-run), not yet answered
         self.sizing = sizing or Sizing()
         self._pos = 0
         self._next_id = 0
@@ -195,7 +183,16 @@ class QueryChunks:
         self._workers = {name: _Worker(lead=self.sizing.lead_seconds) for name in workers}
 
     def __len__(self) -> int:
-        return int(self.query_ids.shape[0])
+        return len(self._store)
+
+    @property
+    def store(self) -> QueryStore:
+        return self._store
+
+    def ids_except(self, answered: set[int]) -> list[int]:
+        """The query ids of every sample not in an answered chunk (to answer them empty when a run fails)."""
+        ids = [i for chunk in self._outstanding.values() if chunk.chunk_id not in answered for i in chunk.query_ids]
+        return ids + self._store.rest(self._pos)
 
     # -- ChunkSource ------------------------------------------------------------
 
@@ -215,7 +212,9 @@ class QueryChunks:
             # Do not leave a sliver behind that would cost a round trip of its own.
             if len(self) - stop < max(1, self.sizing.quantum // 2):
                 stop = len(self)
-            chunk = Chunk(self._next_id, self.query_ids[self._pos : stop], self.sample_indices[self._pos : stop])
+            ids, indices = self._store.cut(self._pos, stop, sort=self._wants_sort())
+            chunk = Chunk(self._next_id, ids, indices)
+            self._outstanding[chunk.chunk_id] = chunk
             self._next_id += 1
             self._pos = stop
         state.samples_out += len(chunk)
@@ -224,6 +223,7 @@ class QueryChunks:
         return chunk
 
     def answered(self, worker: str, chunk: Chunk, result: ChunkResult) -> None:
+        self._outstanding.pop(chunk.chunk_id, None)
         state = self._workers[worker]
         state.samples_out -= len(chunk)
         state.chunks_out -= 1
@@ -253,6 +253,16 @@ class QueryChunks:
 
     # -- sizing -------------------------------------------------------------------
 
+    def _wants_sort(self) -> bool:
+        """Whether a window opened now is sorted: some worker takes chunks of fewer than ``SORT_BELOW`` samples."""
+        sizing = self.sizing
+        if sizing.fixed is not None:
+            return sizing.fixed < SORT_BELOW
+        for state in self._workers.values():
+            if state.alive and (state.rate is None or min(sizing.max_chunk, state.rate * sizing.target_seconds) < SORT_BELOW):
+                return True
+        return not self._workers
+
     def lead(self, worker: str) -> float:
         """The queued time kept on ``worker`` beyond its running chunk (for reports and tests)."""
         return self._workers[worker].lead
@@ -264,8 +274,12 @@ class QueryChunks:
             return sizing.fixed if state.chunks_out < sizing.fixed_in_flight else None
         rate = state.rate
         if rate is None:
-            # Not measured yet: two small probes in flight.
-            return (sizing.first or 2 * sizing.quantum) if state.chunks_out < 2 else None
+            # Not measured yet: two probes in flight, the second larger.
+            if state.chunks_out >= 2:
+                return None
+            probe = (sizing.first or 2 * sizing.quantum) * (4 if state.chunks_out else 1)
+            fair = -(-self.left() // (2 * max(1, len(self._workers))))
+            return max(1, min(probe, fair))
         seconds = self._chunk_seconds(state, rate)
         held = state.samples_out / rate
         if state.chunks_out >= 2 and held >= seconds + state.lead:

@@ -261,11 +261,12 @@ class Dispatcher:
                         f"worker {name} answered chunk {result.chunk_id} for chunk {chunk.chunk_id}"
                     )
                 done.add(chunk.chunk_id)
-                source.answered(name, chunk, result)
                 stats.samples += len(chunk)
                 stats.chunks += 1
                 stats.seconds += result.seconds
                 self._on_complete(chunk, result, name)
+                # After on_complete: a chunk whose completion failed is still the source's to account for.
+                source.answered(name, chunk, result)
                 round_trips.append(clock() - handed_out)
             if not source.exhausted() and not any(s.alive for s in self._stats.values()):
                 raise RunError(

@@ -4,11 +4,11 @@ Loadgen issues the single Offline query through its *fast* issue callback
 (``ConstructFastSUT``: the query ids and sample indices arrive as two lists
 of ints, not one Python object per sample). A long-lived thread turns them
 into numpy arrays (``chunking.QueryChunks``, which cuts chunks as workers
-need them), runs the dispatcher, and completes each answered chunk with one
-``QuerySamplesComplete`` call, its responses built by ``map`` over the
-chunk's ids (always from that one thread: completing from many short-lived
-threads crashed loadgen 6.0.17). Nothing else is made per sample, so the
-driver's cost per sample is what loadgen's Python binding itself costs
+need them), runs the dispatcher, and completes each answered chunk's samples
+with ``QuerySamplesComplete`` from a pool of reused response objects
+(``Completer``; always from that one thread: completing from many
+short-lived threads crashed loadgen 6.0.17). The driver's cost per sample is
+then close to what loadgen's Python binding itself costs
 (``benchmarks/driver_scale.py`` measures it against a bare null SUT).
 
 The run also measures the driver: its CPU seconds and peak RSS, and the CPU
@@ -27,7 +27,7 @@ import resource
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -41,8 +41,9 @@ DispatchFn = Callable[[QueryChunks, Callable[[Chunk, ChunkResult, str], None]], 
 
 # Accuracy-mode answers carry 3 KiB of logits per sample; this bounds one answer to 6 MiB.
 ACCURACY_MAX_CHUNK = 2048
-# Responses are handed to QuerySamplesComplete at most this many at a time (bounds the transient list).
-COMPLETE_BATCH = 32768
+# Responses per QuerySamplesComplete call, and reused response objects in the pool: larger calls
+# measured no faster; bare loadgen in benchmarks/driver_scale.py completes the same way.
+COMPLETE_BATCH = 4096
 
 
 @dataclasses.dataclass
@@ -78,8 +79,57 @@ def sizing_for(mode: str, *, chunk_size: int | None, batch_size: int) -> Sizing:
     return Sizing(quantum=max(1, batch_size), max_chunk=ACCURACY_MAX_CHUNK if mode == "accuracy" else Sizing.max_chunk)
 
 
-def complete_chunk(lg: Any, mode: str, chunk: Chunk, answer: ChunkResult, worker: str) -> None:
-    """Complete one answered chunk's samples with loadgen, in one call per ``COMPLETE_BATCH``.
+class Completer:
+    """Completes samples with loadgen from a pool of reused response objects.
+
+    Building a ``QuerySampleResponse`` is most of what completing a sample
+    costs in Python; ``QuerySamplesComplete`` copies each response into
+    loadgen before it returns, so the same ``COMPLETE_BATCH`` objects are
+    filled again (id, data, size: one setter call each) for every batch. That
+    halved the cost per sample of a bare null SUT (``benchmarks/driver_scale.py``
+    measures the ceiling the same way).
+
+    Only the one completion thread uses it (loadgen 6.0.17 must be completed
+    from one long-lived thread anyway).
+    """
+
+    def __init__(self, lg: Any) -> None:
+        self._lg = lg
+        qsr = lg.QuerySampleResponse
+        self._pool = [qsr(0, 0, 0) for _ in range(COMPLETE_BATCH)]
+        self._set_id, self._set_data, self._set_size = qsr.id.fset, qsr.data.fset, qsr.size.fset
+        self._zeroed = True  # whether data/size of every pooled response are 0
+
+    def _zero(self) -> None:
+        if not self._zeroed:
+            list(map(self._set_data, self._pool, itertools.repeat(0)))
+            list(map(self._set_size, self._pool, itertools.repeat(0)))
+            self._zeroed = True
+
+    def empty(self, ids: Sequence[int]) -> None:
+        """Complete ``ids`` with no response data (performance mode; the rest of a failed run)."""
+        self._zero()
+        pool = self._pool
+        for first in range(0, len(ids), COMPLETE_BATCH):
+            part = ids[first : first + COMPLETE_BATCH]
+            list(map(self._set_id, pool, part))
+            self._lg.QuerySamplesComplete(pool if len(part) == COMPLETE_BATCH else pool[: len(part)])
+
+    def with_data(self, ids: Sequence[int], data: np.ndarray) -> None:
+        """Complete ``ids`` with one row of the C-contiguous ``data`` each (kept alive by the caller)."""
+        stride, base = data.strides[0], data.ctypes.data
+        pool = self._pool
+        self._zeroed = False
+        list(map(self._set_size, pool, itertools.repeat(stride)))
+        for first in range(0, len(ids), COMPLETE_BATCH):
+            part = ids[first : first + COMPLETE_BATCH]
+            list(map(self._set_id, pool, part))
+            list(map(self._set_data, pool, range(base + first * stride, base + (first + len(part)) * stride, stride)))
+            self._lg.QuerySamplesComplete(pool if len(part) == COMPLETE_BATCH else pool[: len(part)])
+
+
+def complete_chunk(completer: Completer, mode: str, chunk: Chunk, answer: ChunkResult, worker: str) -> None:
+    """Complete one answered chunk's samples with loadgen.
 
     Performance mode: the answer is a sample count (or an encoded array, one
     row per sample); accuracy mode: an encoded (n, 384, 2) float32 array,
@@ -88,28 +138,20 @@ def complete_chunk(lg: Any, mode: str, chunk: Chunk, answer: ChunkResult, worker
     Raises:
         RunError: the answer does not match the chunk.
     """
-    ids = np.asarray(chunk.query_ids, dtype=np.uint64).tolist()
+    ids = chunk.query_ids if isinstance(chunk.query_ids, (list, tuple)) else np.asarray(chunk.query_ids).tolist()
     n = len(ids)
     payload = answer.payload
-    QSR = lg.QuerySampleResponse
     if mode == "accuracy":
         data = np.ascontiguousarray(decode(payload), dtype=np.float32)
         if data.shape != (n, 384, 2):
             raise RunError(f"worker {worker} returned logits of shape {data.shape} for {n} samples")
-        stride = data.strides[0]
-        base = data.ctypes.data
-        for first in range(0, n, COMPLETE_BATCH):
-            part = ids[first : first + COMPLETE_BATCH]
-            pointers = range(base + first * stride, base + (first + len(part)) * stride, stride)
-            lg.QuerySamplesComplete(list(map(QSR, part, pointers, itertools.repeat(stride))))
+        completer.with_data(ids, data)
         del data  # the buffer had to live until QuerySamplesComplete returned
         return
     count = payload if isinstance(payload, int) else len(decode(payload))
     if count != n:
         raise RunError(f"worker {worker} answered {count} samples for a chunk of {n}")
-    for first in range(0, n, COMPLETE_BATCH):
-        part = ids[first : first + COMPLETE_BATCH]
-        lg.QuerySamplesComplete(list(map(QSR, part, itertools.repeat(0), itertools.repeat(0))))
+    completer.empty(ids)
 
 
 def run_loadgen(
@@ -152,9 +194,10 @@ def run_loadgen(
     def completion_thread() -> None:
         cpu_start = time.thread_time()
         try:
-            item = work.get()
-            if item is not None:
-                _run_query(lg, mode, item, lengths, sizing, sample_count, dispatch, result)
+            # In a box, so that no frame but the query's own keeps loadgen's lists alive.
+            box = [work.get()]
+            if box[0] is not None:
+                _run_query(lg, mode, box, lengths, sizing, sample_count, dispatch, result)
         finally:
             result.completion_cpu_seconds = time.thread_time() - cpu_start
 
@@ -201,16 +244,18 @@ def run_loadgen(
     return result
 
 
-def _run_query(lg, mode, item, lengths, sizing, sample_count, dispatch, result: HarnessResult) -> None:
+def _run_query(lg, mode, box: list, lengths, sizing, sample_count, dispatch, result: HarnessResult) -> None:
     """The completion thread's work: the query's arrays, the dispatch, and every completion."""
-    query_ids, sample_indices = item
+    query_ids, sample_indices = box.pop()
     query = QueryChunks(query_ids, sample_indices, lengths, (), sizing, qsl_size=sample_count)
-    del item, query_ids, sample_indices  # the arrays hold the query now; the lists of ints can go
-    answered: list[np.ndarray] = []
+    completer = Completer(lg)
+    # Only the query holds loadgen's lists now; it drops them once it has converted them all.
+    del query_ids, sample_indices
+    answered: set[int] = set()
 
     def on_complete(chunk: Chunk, answer: ChunkResult, worker: str) -> None:
-        complete_chunk(lg, mode, chunk, answer, worker)
-        answered.append(np.asarray(chunk.query_ids))
+        complete_chunk(completer, mode, chunk, answer, worker)
+        answered.add(chunk.chunk_id)
 
     try:
         result.report = dispatch(query, on_complete)
@@ -218,11 +263,9 @@ def _run_query(lg, mode, item, lengths, sizing, sample_count, dispatch, result: 
         result.error = exc
         # Loadgen waits for every sample: answer the rest empty so it can
         # finish writing its logs; the run is then marked failed.
-        done = np.concatenate(answered) if answered else np.empty(0, np.uint64)
-        rest = np.setdiff1d(query.query_ids, done, assume_unique=True).tolist()
-        for first in range(0, len(rest), COMPLETE_BATCH):
-            part = rest[first : first + COMPLETE_BATCH]
-            lg.QuerySamplesComplete(list(map(lg.QuerySampleResponse, part, itertools.repeat(0), itertools.repeat(0))))
+        rest = query.ids_except(answered)
+        if rest:
+            completer.empty(rest)
 
 
 def _start_test_interruptibly(lg, sut, qsl, settings, log_settings, stop: threading.Event | None) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from orchestrator.bench.dispatcher import Chunk, ChunkResult, WorkerLost
-from orchestrator.bench.chunking import compact_indices
+from orchestrator.bench.query import compact_indices
 from orchestrator.bench.payload import decode, encode
 
 
