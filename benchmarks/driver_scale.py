@@ -248,41 +248,57 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def summarise(what: str, runs: list[dict], *, against: float | None) -> dict:
+    """One table row from the rounds of one configuration: the median run's figures, every round's rate."""
+    rates = [r["samples_per_second"] for r in runs]
+    mid = sorted(runs, key=lambda r: r["samples_per_second"])[len(runs) // 2]
+    row = {**mid, "what": what, "rounds": rates, "samples_per_second": median(rates)}
+    row["fraction"] = row["samples_per_second"] / against if against else None
+    return row
+
+
 def report(fig: dict) -> str:
     count = fig["count"]
-    ceiling = fig["ceiling"]
-    rate = fig["rate"]
     lines = [
         f"command: {fig['command']}",
-        f"machine: {fig['cpus']} CPUs ({fig['cpu_flags']}), QSL {fig['qsl']} samples ({fig['dataset']}), query {count:,} samples",
-        f"ceiling (bare loadgen, pooled responses): {ceiling:,.0f} samples/s; modelled rate per worker R = {rate:,.0f} samples/s",
+        f"machine: {fig['cpus']} CPUs ({fig['cpu_flags']}); load before/after: {fig['load_before']} / {fig['load_after']}",
+        f"QSL {fig['qsl']} samples ({fig['dataset']}), query {count:,} samples, {fig['rounds_run']} round(s), medians",
+        f"ceiling (bare loadgen, pooled responses): {fig['ceiling']:,.0f} samples/s; "
+        f"modelled rate per worker R = {fig['rate']:,.0f} samples/s",
         "",
-        f"{'what':<26}{'samples/s':>12}{'of min(ceil, n*R)':>19}{'CPU s/M':>9}{'RSS MB/M':>10}{'RSS MB':>8}"
-        f"{'chunks':>8}{'round trip ms p50/p90/p99/max':>33}  load",
+        f"{'what':<30}{'samples/s':>11}{'of min(ceil,n*R)':>17}{'CPU s/M':>8}{'RSS MB/M':>9}{'RSS MB':>7}"
+        f"{'chunks':>7}{'round trip ms p50/90/99/max':>29}  rounds (samples/s)",
     ]
     for row in fig["rows"]:
         rt = row.get("chunk_round_trip_ms")
         rts = "/".join(f"{rt[k]:.0f}" for k in ("p50", "p90", "p99", "max")) if rt else "-"
         frac = f"{row['fraction']:.3f}" if row.get("fraction") is not None else "-"
+        rounds = ", ".join(f"{r:,.0f}" for r in row.get("rounds", [row["samples_per_second"]]))
         lines.append(
-            f"{row['what']:<26}{row['samples_per_second']:>12,.0f}{frac:>19}"
-            f"{per_million(row['cpu_seconds'], row['samples']):>9.2f}"
-            f"{per_million(row['peak_rss_bytes'] / 2**20, row['samples']):>10.1f}{row['peak_rss_bytes'] / 2**20:>8.0f}"
-            f"{row.get('chunks', '-'):>8}{rts:>33}  {row['load']}"
+            f"{row['what']:<30}{row['samples_per_second']:>11,.0f}{frac:>17}"
+            f"{per_million(row['cpu_seconds'], row['samples']):>8.2f}"
+            f"{per_million(row['peak_rss_bytes'] / 2**20, row['samples']):>9.1f}{row['peak_rss_bytes'] / 2**20:>7.0f}"
+            f"{row.get('chunks', '-'):>7}{rts:>29}  {rounds}"
         )
     lines.append("")
-    for line in fig["verdicts"]:
-        lines.append(line)
+    lines.extend(fig["verdicts"])
     if fig.get("startup"):
         lines.append("")
-        lines.append("start-up, process start -> loadgen starts (s): inputs / Ray / workers / loadgen")
+        lines.append("start-up of `orch bench` (demo model, onnxruntime), seconds from process start: "
+                     "inputs resolved / Ray up / workers ready / loadgen starts")  # fmt: skip
         for key, runs in fig["startup"].items():
             if isinstance(runs, list):
                 for i, s in enumerate(runs, 1):
                     lines.append(
-                        f"  {key} run {i}: {s.get('inputs_resolved', 0):.2f} / {s.get('ray_started', 0):.2f} / "
-                        f"{s.get('workers_ready', 0):.2f} / {s.get('loadgen_started', 0):.2f}"
-                        f"  (ray: {s.get('ray')}, workers reused: {s.get('workers_reused')})"
+                        f"  {key:<18} run {i}: {s.get('inputs_resolved', 0):5.2f} / {s.get('ray_started', 0):5.2f} / "
+                        f"{s.get('workers_ready', 0):5.2f} / {s.get('loadgen_started', 0):5.2f}"
+                        f"  (Ray: {s.get('ray')}, workers reused: {s.get('workers_reused')})"
                     )
     return "\n".join(lines)
 
@@ -290,8 +306,9 @@ def report(fig: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=4_000_000, help="samples in the query (>= 2,000,000 for the goals)")
-    parser.add_argument("--rate", default="auto", help="modelled samples/s per worker (auto: the measured ceiling / 5)")
+    parser.add_argument("--rate", default="auto", help="modelled samples/s per worker (auto: the first measured ceiling / 8)")
     parser.add_argument("--workers", default="1,2,4,8,16")
+    parser.add_argument("--rounds", type=int, default=3, help="every configuration this many times, interleaved; medians")
     parser.add_argument("--batch-size", type=int, default=256, help="the synthetic workers' batch (chunks are multiples of it)")
     parser.add_argument("--complete-batch", type=int, default=4096, help="bare loadgen: responses per QuerySamplesComplete")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET if DEFAULT_DATASET.exists() else None)
@@ -314,82 +331,88 @@ def main() -> int:
     qsl = len(load_features(dataset or demo_dataset_path(), demo_vocab_path()))
     flags = subprocess.run("lscpu | grep -o 'avx512[a-z_]*\\|avx2' | sort -u | tr '\\n' ' '", shell=True,
                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    workers = [int(w) for w in args.workers.split(",")]
     fig: dict = {
         "command": "python benchmarks/driver_scale.py " + shlex.join(sys.argv[1:]),
-        "cpus": os.cpu_count(), "cpu_flags": flags, "qsl": qsl, "count": args.count,
-        "dataset": str(dataset) if dataset else "demo", "rows": [], "verdicts": [],
+        "cpus": os.cpu_count(), "cpu_flags": flags, "qsl": qsl, "count": args.count, "rounds_run": args.rounds,
+        "dataset": str(dataset) if dataset else "demo", "rows": [], "verdicts": [], "load_before": load(), "raw": {},
     }  # fmt: skip
+    raw: dict[str, list[dict]] = fig["raw"]
     with tempfile.TemporaryDirectory(prefix="orch-driver-scale-") as tmp_name:
         tmp = Path(tmp_name)
         os.environ.setdefault("ORCH_CACHE_DIR", str(tmp / "cache"))
 
-        def bare_row(what: str, variant: str, count: int) -> dict:
-            row = {"what": what, "samples": count, "load": load(), **bare(variant, count, qsl, args.complete_batch, tmp)}
-            fig["rows"].append(row)
-            return row
+        def bare_run(variant: str, count: int) -> dict:
+            return {"samples": count, "load": load(), **bare(variant, count, qsl, args.complete_batch, tmp)}
 
-        fast = bare_row("bare loadgen, pooled", "pooled", args.count)
-        bare_row("bare loadgen, fast", "fast", args.count)
-        bare_row("bare loadgen, classic", "classic", args.count)
-        ceiling = fast["samples_per_second"]
-        rate = float(args.rate) if args.rate != "auto" else max(1000.0, round(ceiling / 5, -3))
-        fig["rate"] = rate
         # A first synthetic run, not reported: builds the feature cache and warms the page cache.
-        synthetic(1, rate, 100_000, dataset, args.batch_size, tmp)
+        rate = float(args.rate) if args.rate != "auto" else None
+        synthetic(1, rate or 100_000.0, 100_000, dataset, args.batch_size, tmp)
+        for round_no in range(args.rounds):
+            raw.setdefault("pooled", []).append(bare_run("pooled", args.count))
+            if rate is None:
+                rate = max(1000.0, round(raw["pooled"][0]["samples_per_second"] / 8, -3))
+            if round_no == 0:
+                raw["fast"] = [bare_run("fast", args.count)]
+                raw["classic"] = [bare_run("classic", args.count)]
+            if args.sandbox:
+                raw.setdefault("sandbox", []).append({"samples": args.count, "load": load(),
+                                                      **sandbox_run(args, rate, dataset, tmp)})  # fmt: skip
+                continue
+            for n in workers:
+                before = load()
+                raw.setdefault(f"orch{n}", []).append({"samples": args.count, "load": before,
+                                                       **synthetic(n, rate, args.count, dataset, args.batch_size, tmp)})  # fmt: skip
+        fig["rate"] = rate
+        ceiling = median([r["samples_per_second"] for r in raw["pooled"]])
+        fig["ceiling"] = ceiling
+        rows = fig["rows"]
+        rows.append(summarise("bare loadgen, pooled (ceiling)", raw["pooled"], against=None))
+        rows.append(summarise("bare loadgen, fast", raw["fast"], against=None))
+        rows.append(summarise("bare loadgen, classic", raw["classic"], against=None))
         orch_rows = {}
         if args.sandbox:
-            result = sandbox_run(args, rate, dataset, tmp)
-            row = {"what": f"sandbox 3 nodes x 8", "samples": args.count, "load": load(), **result}
-            row["fraction"] = result["samples_per_second"] / min(ceiling, result["workers"] * rate)
-            fig["rows"].append(row)
-            fig["sandbox"] = result
-        else:
-            for n in (int(w) for w in args.workers.split(",")):
-                load_before = load()
-                result = synthetic(n, rate, args.count, dataset, args.batch_size, tmp)
-                row = {"what": f"orch, {n} worker{'s' if n > 1 else ''}", "samples": args.count, "load": load_before, **result}
-                row["fraction"] = result["samples_per_second"] / min(ceiling, n * rate)
-                fig["rows"].append(row)
-                orch_rows[n] = row
-        fast_again = bare_row("bare loadgen, pooled (again)", "pooled", args.count)
+            n = raw["sandbox"][0]["workers"]
+            rows.append(summarise(f"sandbox, 3 nodes x 8 workers", raw["sandbox"], against=min(ceiling, n * rate)))
+        for n in workers if not args.sandbox else []:
+            orch_rows[n] = summarise(f"orch, {n} worker{'s' if n > 1 else ''}", raw[f"orch{n}"], against=min(ceiling, n * rate))
+            rows.append(orch_rows[n])
         # The same at a quarter of the query: the fixed part of the memory and its part per sample.
         small = max(500_000, args.count // 4)
-        bare_small = bare_row(f"bare loadgen, pooled, {small // 1000}k", "pooled", small)
         top = max(orch_rows) if orch_rows else None
+        bare_small = bare_run("pooled", small)
+        rows.append(summarise(f"bare loadgen, pooled, {small // 1000}k", [bare_small], against=None))
         orch_small = None
         if top:
-            result = synthetic(top, rate, small, dataset, args.batch_size, tmp)
-            orch_small = {"what": f"orch, {top} workers, {small // 1000}k", "samples": small, "load": load(), **result,
-                          "fraction": result["samples_per_second"] / min(ceiling, top * rate)}  # fmt: skip
-            fig["rows"].append(orch_small)
-        fig["ceiling"] = ceiling
-        fig["ceiling_again"] = fast_again["samples_per_second"]
+            orch_small = {"samples": small, "load": load(), **synthetic(top, rate, small, dataset, args.batch_size, tmp)}
+            rows.append(summarise(f"orch, {top} workers, {small // 1000}k", [orch_small], against=min(ceiling, top * rate)))
 
         def slope(big: dict, little: dict) -> tuple[float, float]:
             per = (big["peak_rss_bytes"] - little["peak_rss_bytes"]) / (big["samples"] - little["samples"]) * 1e6
             return big["peak_rss_bytes"] - per * big["samples"] / 1e6, per
 
         verdicts = fig["verdicts"]
-        verdicts.append(f"ceiling measured twice: {ceiling:,.0f} then {fast_again['samples_per_second']:,.0f} samples/s "
-                        "(fractions use the first)")  # fmt: skip
+        verdicts.append("ceiling, every round: " + ", ".join(f"{r['samples_per_second']:,.0f}" for r in raw["pooled"]))
         for n, goal, against in ((1, 0.97, "n*R"), (2, 0.97, "n*R"), (8, 0.90, "ceiling"), (16, 0.90, "ceiling")):
             if n in orch_rows:
                 frac = orch_rows[n]["fraction"]
                 verdicts.append(f"{n:>2} workers: {frac:.3f} of min(ceiling, n*R) (goal >= {goal} of {against}): "
                                 f"{'met' if frac >= goal else 'NOT met'}")  # fmt: skip
         if top:
-            ratio = orch_rows[top]["peak_rss_bytes"] / fast["peak_rss_bytes"]
+            bare_big = sorted(raw["pooled"], key=lambda r: r["samples_per_second"])[len(raw["pooled"]) // 2]
+            ratio = orch_rows[top]["peak_rss_bytes"] / bare_big["peak_rss_bytes"]
             verdicts.append(f"peak RSS, orch {top} workers / bare loadgen, same query: {ratio:.2f}x (goal <= 1.5x): "
                             f"{'met' if ratio <= 1.5 else 'NOT met'}")  # fmt: skip
-            b0, b1 = slope(fast, bare_small)
+            b0, b1 = slope(bare_big, bare_small)
             o0, o1 = slope(orch_rows[top], orch_small)
             fig["rss_model"] = {"bare_fixed_mb": b0 / 2**20, "bare_mb_per_million": b1 / 2**20,
                                 "orch_fixed_mb": o0 / 2**20, "orch_mb_per_million": o1 / 2**20}  # fmt: skip
             for who, fixed, per in (("bare loadgen", b0, b1), ("orch driver", o0, o1)):
                 verdicts.append(f"{who}: peak RSS = {fixed / 2**20:,.0f} MB + {per / 2**20:,.1f} MB per million samples"
-                                f" -> 190 M samples: {(fixed + 190 * per) / 2**30:,.1f} GiB")  # fmt: skip
+                                f" -> a 190-million-sample query: {(fixed + 190 * per) / 2**30:,.1f} GiB")  # fmt: skip
         if not args.skip_startup and not args.sandbox:
             fig["startup"] = startup_figures(tmp)
+    fig["load_after"] = load()
     text = report(fig)
     print(text)
     if args.json_out:

@@ -18,18 +18,21 @@ The backend is named with an optional spec: ``synthetic`` or
 - ``overhead_ms``: fixed cost of one batch (>= 0);
 - ``per_node``: workers per node on a deployed cluster (like GPUs per node; >= 1).
 
-The modelled time runs on a clock that the backend keeps: a batch starts
-when the previous one ended or when it arrives, whichever is later, and the
-backend sleeps until the batch's modelled end. Host-side work done between
-batches therefore overlaps the modelled device time (as it does with a real
-accelerator), and sleeping late once does not slow the worker down: the
-worker answers at exactly its modelled rate whenever it is kept fed.
+The modelled time runs on a clock that the backend keeps, the modelled
+device: a batch starts when the previous one ended or when it arrives,
+whichever is later, and the caller sleeps until the batch's modelled end.
+The worker runs two chunks at a time on it (``CONCURRENCY``): while the
+device works on one, the host side receives and prepares the next, as an
+accelerator's host does, so neither that per-chunk work nor a late wake-up
+slows the worker down: it answers at exactly its modelled rate whenever it
+is kept fed, and its idle gaps are the device's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,8 @@ NAME = "synthetic"
 # One H200's BERT-99 Offline rate in MLPerf Inference v4.1 (9,200-9,900 samples/s per H200/GH200).
 DEFAULT_RATE = 9500.0
 NOTE = "SYNTHETIC backend: modelled answer times, no inference; never a submission"
+# Chunks a synthetic worker runs at once: one on the modelled device, the next one's host side.
+CONCURRENCY = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,27 +110,34 @@ def parse_spec(backend: str) -> SyntheticSpec:
 
 
 class ModelledClock:
-    """The modelled device: work queues on it and ends when the model says.
+    """The modelled device: work queues on it and ends when the model says (thread-safe).
 
     Args:
         spec: the modelled worker.
-        clock, sleep: injected for tests (default ``time.monotonic``, ``time.sleep``).
+        clock, sleep: injected for tests (default ``time.time``, ``time.sleep``).
     """
 
-    def __init__(self, spec: SyntheticSpec, *, clock=time.monotonic, sleep=time.sleep) -> None:
+    def __init__(self, spec: SyntheticSpec, *, clock=time.time, sleep=time.sleep) -> None:
         self.spec = spec
         self._clock = clock
         self._sleep = sleep
         self._free_at = 0.0
+        self._lock = threading.Lock()
 
-    def spend(self, samples: int, batches: int) -> float:
-        """Queue work on the modelled device and wait until it is done; returns the modelled seconds."""
+    def spend(self, samples: int, batches: int) -> tuple[float, float]:
+        """Queue work on the modelled device and wait until it is done.
+
+        Returns:
+            (start, end) of the work on the device, on ``clock``.
+        """
         cost = self.spec.seconds(samples, batches)
-        now = self._clock()
-        self._free_at = max(now, self._free_at) + cost
-        if self._free_at > now:
-            self._sleep(self._free_at - now)
-        return cost
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._free_at)
+            self._free_at = end = start + cost
+        if end > now:
+            self._sleep(end - now)
+        return start, end
 
 
 class SyntheticBackend(Backend):
@@ -153,7 +165,7 @@ class SyntheticBackend(Backend):
         logits = np.asarray(input_mask, dtype=np.float32)
         return logits, logits
 
-    def serve(self, lengths: np.ndarray) -> float:
+    def serve(self, lengths: np.ndarray) -> tuple[float, float]:
         """A performance-mode chunk: wait its modelled time, in batches of ``batch_size``.
 
         Args:
@@ -161,7 +173,7 @@ class SyntheticBackend(Backend):
                 worker from its own copy of the features by sample index.
 
         Returns:
-            The modelled seconds.
+            (start, end) of the chunk on the modelled device (``time.time()``).
         """
         n = int(len(lengths))
         return self.clock.spend(n, -(-n // self.batch_size))

@@ -162,6 +162,9 @@ class Session:
             else:
                 self.actors = start_workers(specs)
             self._wait_ready()
+            from orchestrator.bench.workers import warm_up
+
+            warm_up(self.actors)
             self.startup.mark("workers_ready")
         except BaseException:
             cluster.stop_ray()

@@ -95,6 +95,8 @@ class InferenceWorker:
         """
         from orchestrator.backends.batching import predict
 
+        if chunk_id < 0:
+            return ChunkResult(chunk_id, 0, 0.0)  # warm_up: nothing to run, not counted as a chunk
         if self.spec.kill_after_chunks is not None and self.chunks_done >= self.spec.kill_after_chunks:
             # Test hook: die the hard way, like a killed process or a lost node.
             os.kill(os.getpid(), signal.SIGKILL)
@@ -108,8 +110,10 @@ class InferenceWorker:
             # a rate: it reads each sample's length from this node's features, by index,
             # and waits the modelled time; gathering 384 tokens per sample here would
             # measure this machine's CPUs, not the driver the synthetic runs exist to load.
-            self.backend.serve(self.lengths[idx])
-            return self._answer(chunk_id, len(idx), started, wall_started)
+            device_start, device_end = self.backend.serve(self.lengths[idx])
+            self.chunks_done += 1
+            # Its time and idle gaps are the modelled device's (two chunks run at once on it).
+            return ChunkResult(chunk_id, len(idx), device_end - device_start, started=device_start, finished=device_end)
         logits = predict(
             self.backend,
             self.input_ids[idx],
@@ -132,7 +136,11 @@ class InferenceWorker:
 def _actor_options(spec: WorkerSpec) -> dict[str, Any]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from orchestrator.backends.synthetic import CONCURRENCY, is_synthetic
+
     options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    if is_synthetic(spec.backend):
+        options["max_concurrency"] = CONCURRENCY
     if spec.node_id is not None:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.node_id, soft=False)
     return options
@@ -205,6 +213,18 @@ def start_or_reuse_workers(specs: Sequence[WorkerSpec], namespace: str) -> tuple
         options.update(name=name, namespace=namespace, lifetime="detached", get_if_exists=True)
         actors[spec.name] = remote_cls.options(**options).remote(spec)
     return actors, len(existing & set(wanted))
+
+
+def warm_up(actors: dict[str, Any]) -> None:
+    """Send every actor an empty chunk, before loadgen starts.
+
+    A driver's first call of an actor method costs tens of milliseconds
+    (Ray prepares the method's call path); this keeps that out of the run.
+    """
+    import ray
+
+    empty = encode(np.empty(0, dtype=np.uint16))
+    ray.get([actor.infer.remote(-1, empty, False) for actor in actors.values()], timeout=600)
 
 
 class RayExecutor:

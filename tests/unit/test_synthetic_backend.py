@@ -56,18 +56,18 @@ class FakeTime:
         self.now += seconds
 
 
-def test_modelled_clock_keeps_the_rate_whatever_the_host_does_between_batches():
+def test_modelled_clock_queues_work_on_the_device_and_keeps_its_rate():
     t = FakeTime()
     clock = ModelledClock(SyntheticSpec(rate=1000.0, overhead_ms=2.0), clock=t.clock, sleep=t.sleep)
-    clock.spend(1000, 4)  # 1 s + 4 x 2 ms
-    assert t.now == pytest.approx(101.008)
-    # Host work that overlaps the device time does not add to it...
-    clock.spend(500, 1)  # arrives at once: queued behind the first
-    assert t.now == pytest.approx(101.008 + 0.502)
-    # ...and an idle device starts the next batch when it arrives.
-    t.now += 10
-    clock.spend(100, 1)
-    assert t.now == pytest.approx(111.51 + 0.102)
+    assert clock.spend(1000, 4) == pytest.approx((100.0, 101.008))  # 1 s + 4 x 2 ms
+    assert t.now == pytest.approx(101.008) and t.slept == [pytest.approx(1.008)]
+    # The next chunk, handed over while the first was on the device (two at a time), queues behind it:
+    t.now = 100.4
+    assert clock.spend(500, 1) == pytest.approx((101.008, 101.51))
+    assert t.now == pytest.approx(101.51)
+    # An idle device starts the next chunk when it arrives.
+    t.now = 111.51
+    assert clock.spend(100, 1) == pytest.approx((111.51, 111.612))
 
 
 def test_answers_have_the_mlperf_shape_and_follow_the_input():
@@ -78,7 +78,8 @@ def test_answers_have_the_mlperf_shape_and_follow_the_input():
     start, end = backend.run(np.ones_like(mask), mask, np.zeros_like(mask))
     assert start.shape == end.shape == (3, 150) and start.dtype == np.float32
     assert np.array_equal(start, mask.astype(np.float32))
-    assert backend.serve(np.full(10, 100)) == pytest.approx(10 / 1e6)
+    start, end = backend.serve(np.full(10_000, 100))  # 10 ms on the modelled device
+    assert end - start == pytest.approx(0.01, abs=1e-6)
     info = backend.device_info()
     assert info["device"] == "synthetic" and "never a submission" in info["note"]
 
@@ -91,11 +92,12 @@ def test_it_needs_no_onnxruntime():
         "from orchestrator.backends import get_backend\n"
         "b = get_backend('synthetic:rate=5000')\n"
         "b.load('/x.onnx', batch_size=8)\n"
-        "print(b.serve(__import__('numpy').arange(50)))\n"
+        "start, end = b.serve(__import__('numpy').arange(50))\n"
+        "print(end - start)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert float(proc.stdout) == pytest.approx(50 / 5000)
+    assert float(proc.stdout) == pytest.approx(50 / 5000, rel=1e-3)
 
 
 def test_a_submission_refuses_a_synthetic_run(tmp_path):
