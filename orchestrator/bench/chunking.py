@@ -118,7 +118,8 @@ class Sizing:
     first: int | None = None
     target_seconds: float = 0.5
     min_seconds: float = 0.02
-    max_chunk: int = 32768
+    # 96 KiB of 2-byte indices: a chunk's arguments stay inline in Ray's task (up to 100 KiB), out of the object store.
+    max_chunk: int = 49152
     lead_seconds: float = 0.05
     max_lead_seconds: float = 1.0
     growth: float = 16.0

@@ -93,7 +93,11 @@ class QueryStore:
             return self._window
         start = number * WINDOW
         end = min(len(self), start + WINDOW)
-        idx = np.asarray(self._source_idx[start:end]).astype(self._dtype, copy=False)
+        part = self._source_idx[start:end]
+        if isinstance(part, list):
+            idx = np.fromiter(part, dtype=self._dtype, count=end - start)  # no int64 array between
+        else:
+            idx = np.asarray(part).astype(self._dtype, copy=False)
         if sort:
             order = np.argsort(self._key[idx], kind="stable")
             ids = np.asarray(self._ids[start:end], dtype=np.uint64)[order].tolist()
