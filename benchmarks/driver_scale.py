@@ -41,6 +41,7 @@ the sandbox's tools; builds the cpu-onnxruntime image if missing).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -164,10 +165,18 @@ def orch(*args: str, env: dict | None = None, timeout: int = 3600) -> subprocess
     return proc
 
 
-def orch_run(args: list[str], tmp: Path) -> dict:
-    out = tmp / f"orch-{time.monotonic_ns()}"
-    result = json.loads(orch("bench", "--json", "--force", "--out", str(out), *args).stdout)
-    return result
+def orch_run(args: list[str], tmp: Path, *, tries: int = 2) -> dict:
+    """One `orch bench --json` run; on a shared machine Ray may time out starting: tried again once, said so."""
+    for attempt in range(1, tries + 1):
+        out = tmp / f"orch-{time.monotonic_ns()}"
+        proc = subprocess.run([sys.executable, "-m", "orchestrator", "bench", "--json", "--force", "--out", str(out), *args],
+                              capture_output=True, text=True, timeout=3600)  # fmt: skip
+        if proc.returncode == 0:
+            return json.loads(proc.stdout)
+        line = next((x for x in proc.stderr.splitlines() if x.startswith("orch: error:")), proc.stderr[-300:])
+        sys.stderr.write(f"attempt {attempt} of orch bench {shlex.join(args)} failed: {line}\n")
+        time.sleep(10)
+    raise SystemExit(f"orch bench {shlex.join(args)} failed {tries} times")
 
 
 def synthetic(workers: int, rate: float, count: int, dataset: Path | None, batch_size: int, tmp: Path) -> dict:
@@ -349,13 +358,19 @@ def main() -> int:
         "dataset": str(dataset) if dataset else "demo", "rows": [], "verdicts": [], "load_before": load(), "raw": {},
     }  # fmt: skip
     raw: dict[str, list[dict]] = fig["raw"]
-    with tempfile.TemporaryDirectory(prefix="orch-driver-scale-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="orch-driver-scale-") as tmp_name, contextlib.ExitStack() as cleanup:
         tmp = Path(tmp_name)
         os.environ.setdefault("ORCH_CACHE_DIR", str(tmp / "cache"))
 
         def bare_run(variant: str, count: int) -> dict:
             return {"samples": count, "load": load(), **bare(variant, count, qsl, args.complete_batch, tmp)}
 
+        # The synthetic runs join one local Ray (orch up): less start-up load on the machine, and
+        # every round of a layout finds its workers loaded. Start-up itself is measured apart.
+        if not args.sandbox:
+            orch("up", timeout=300)
+            # Whatever happens, down before the temporary cache (which holds its state file) goes.
+            cleanup.callback(subprocess.run, [sys.executable, "-m", "orchestrator", "down"], capture_output=True, timeout=120)
         # A first synthetic run, not reported: builds the feature cache and warms the page cache.
         rate = float(args.rate) if args.rate != "auto" else None
         synthetic(1, rate or 100_000.0, 100_000, dataset, args.batch_size, tmp)
@@ -421,6 +436,8 @@ def main() -> int:
             for who, fixed, per in (("bare loadgen", b0, b1), ("orch driver", o0, o1)):
                 verdicts.append(f"{who}: peak RSS = {fixed / 2**20:,.0f} MB + {per / 2**20:,.1f} MB per million samples"
                                 f" -> a 190-million-sample query: {(fixed + 190 * per) / 2**30:,.1f} GiB")  # fmt: skip
+        if not args.sandbox:
+            orch("down", timeout=120)
         if not args.skip_startup and not args.sandbox:
             fig["startup"] = startup_figures(tmp)
     fig["load_after"] = load()

@@ -18,8 +18,12 @@ gets a chunk now and which one. Two sources:
     (two in flight) however slow the worker;
   * towards the end, chunks shrink (guided self-scheduling: each new chunk
     lasts half of what is left of the worker's share of the remaining
-    work), so every worker finishes at about the same time and the slowest
-    one finishes within one of its own chunks of the fastest.
+    work), and a worker that already holds more than the time left for
+    everyone gets nothing more, so every worker finishes at about the same
+    time and the slowest one finishes within one of its own chunks of the
+    fastest. What a worker holds is counted in time, from when it will be
+    done with it at its rate (``busy_until``), so that work already half done
+    is not counted whole.
 
 The query itself (loadgen's lists, prepared window by window, sorted
 longest first where chunks are small) is ``orchestrator.bench.query``.
@@ -29,7 +33,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Protocol, Sequence
+import time
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -146,6 +151,7 @@ class _Worker:
     done_samples: float = 0.0
     done_seconds: float = 0.0
     last_finished: float | None = None
+    busy_until: float = 0.0  # on the driver's clock: when it will be done with what it holds, at its rate
 
     @property
     def rate(self) -> float | None:
@@ -163,6 +169,7 @@ class QueryChunks:
             when they first ask for a chunk).
         sizing: how chunks are sized.
         qsl_size: number of QSL samples (for the indices' dtype).
+        clock: the driver's clock in seconds (injected by simulations).
     """
 
     def __init__(
@@ -174,10 +181,12 @@ class QueryChunks:
         sizing: Sizing | None = None,
         *,
         qsl_size: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = QueryStore(query_ids, sample_indices, lengths, qsl_size)
         self._outstanding: dict[int, Chunk] = {}  # handed out (or waiting for a re-run), not yet answered
         self.sizing = sizing or Sizing()
+        self._clock = clock
         self._pos = 0
         self._next_id = 0
         self._requeued: collections.deque[Chunk] = collections.deque()
@@ -203,7 +212,8 @@ class QueryChunks:
             state = self._workers[worker] = _Worker(lead=self.sizing.lead_seconds)
         if not state.alive or self.exhausted():
             return None
-        size = self._size_for(state)
+        now = self._clock()
+        size = self._size_for(state, now)
         if size is None:
             return None
         if self._requeued:
@@ -221,6 +231,8 @@ class QueryChunks:
         state.samples_out += len(chunk)
         state.chunks_out += 1
         state.last_size = len(chunk)
+        if state.rate:
+            state.busy_until = max(now, state.busy_until) + len(chunk) / state.rate
         return chunk
 
     def answered(self, worker: str, chunk: Chunk, result: ChunkResult) -> None:
@@ -231,6 +243,9 @@ class QueryChunks:
         if result.seconds > 0:
             state.done_samples = state.done_samples * 0.5 + len(chunk)
             state.done_seconds = state.done_seconds * 0.5 + result.seconds
+        if state.rate:
+            # It has just begun the next chunk it holds (one at a time): re-anchor the estimate.
+            state.busy_until = self._clock() + state.samples_out / state.rate
         if result.started and state.last_finished is not None:
             gap = result.started - state.last_finished
             if gap > _GAP_NOISE_SECONDS and self.left() > 0:
@@ -268,7 +283,13 @@ class QueryChunks:
         """The queued time kept on ``worker`` beyond its running chunk (for reports and tests)."""
         return self._workers[worker].lead
 
-    def _size_for(self, state: _Worker) -> int | None:
+    def _held_seconds(self, state: _Worker, now: float) -> float:
+        """How long ``state``'s worker still needs for what it holds (at its rate)."""
+        if state.rate:
+            return max(0.0, state.busy_until - now)
+        return 0.0
+
+    def _size_for(self, state: _Worker, now: float) -> int | None:
         """Samples for ``state``'s next chunk, or None when it holds enough work."""
         sizing = self.sizing
         if sizing.fixed is not None:
@@ -281,10 +302,12 @@ class QueryChunks:
             probe = (sizing.first or 2 * sizing.quantum) * (4 if state.chunks_out else 1)
             fair = -(-self.left() // (2 * max(1, len(self._workers))))
             return max(1, min(probe, fair))
-        seconds = self._chunk_seconds(state, rate)
-        held = state.samples_out / rate
+        held = self._held_seconds(state, now)
+        seconds, time_left = self._chunk_seconds(state, rate, held, now)
         if state.chunks_out >= 2 and held >= seconds + state.lead:
             return None
+        if state.chunks_out >= 1 and held >= time_left:
+            return None  # it would finish after everyone else even without another chunk
         size = min(sizing.max_chunk, max(1, int(rate * seconds)))
         if state.last_size:
             size = min(size, max(1, int(state.last_size * sizing.growth)))
@@ -292,14 +315,21 @@ class QueryChunks:
             size -= size % sizing.quantum
         return size
 
-    def _chunk_seconds(self, state: _Worker, rate: float) -> float:
-        """How long the next chunk of this worker should last (shorter towards the end)."""
+    def _chunk_seconds(self, state: _Worker, rate: float, held: float, now: float) -> tuple[float, float]:
+        """(How long this worker's next chunk should last, the time left until all the work is done).
+
+        The time left assumes every worker keeps its rate; the chunk lasts
+        half of this worker's part of it (``target_seconds`` at most).
+        """
         sizing = self.sizing
         alive = [w for w in self._workers.values() if w.alive]
         known = [w.rate for w in alive if w.rate]
         mean = sum(known) / len(known)
         total_rate = sum(w.rate or mean for w in alive)
-        remaining = self.left() + sum(w.samples_out for w in alive)
-        # When all the work would be done if every worker kept its rate, and this worker's part of it.
-        share = remaining / total_rate - state.samples_out / rate
-        return min(sizing.target_seconds, max(sizing.min_seconds, share / 2))
+        # Work still to do, in samples: not handed out, plus what each worker holds (at its rate).
+        remaining = self.left() + sum(
+            w.rate * self._held_seconds(w, now) if w.rate else w.samples_out for w in alive
+        )
+        time_left = remaining / total_rate
+        share = time_left - held
+        return min(sizing.target_seconds, max(sizing.min_seconds, share / 2)), time_left

@@ -108,7 +108,7 @@ def _last_chunk_duration(sim: SimExecutor, worker: str) -> float:
 def test_slowest_worker_finishes_within_one_of_its_chunks_of_the_fastest(rates):
     ids, indices, lengths = _query(300_000)
     sim = SimExecutor(rates)
-    source = QueryChunks(ids, indices, lengths, list(rates), Sizing(quantum=8), qsl_size=len(lengths))
+    source = QueryChunks(ids, indices, lengths, list(rates), Sizing(quantum=8), qsl_size=len(lengths), clock=sim.clock)
     report, answered, seen = _dispatch(sim, source, list(rates))
 
     # Every sample answered exactly once, each with its own query id and sample index.
@@ -132,7 +132,7 @@ def test_a_fast_worker_is_never_idle_and_a_slow_one_holds_few_samples_at_the_end
     rates = {"gpu": 9500.0, "cpu": 40.0}
     ids, indices, lengths = _query(200_000)
     sim = SimExecutor(rates, latency=0.02)  # a round trip of 40 ms, longer than the base lead
-    source = QueryChunks(ids, indices, lengths, list(rates), Sizing(quantum=8), qsl_size=len(lengths))
+    source = QueryChunks(ids, indices, lengths, list(rates), Sizing(quantum=8), qsl_size=len(lengths), clock=sim.clock)
     _dispatch(sim, source, list(rates))
     end = max(e for runs in sim.runs.values() for _, e, _ in runs)
     # The GPU worker idled for at most the round trips before its rate was known.
@@ -153,7 +153,7 @@ def test_driver_bound_run_still_answers_everything_once():
     rates = {f"w{i}": 50_000.0 for i in range(8)}
     ids, indices, lengths = _query(400_000)
     sim = SimExecutor(rates, driver_cost=2e-6)
-    source = QueryChunks(ids, indices, lengths, list(rates), Sizing(quantum=256), qsl_size=len(lengths))
+    source = QueryChunks(ids, indices, lengths, list(rates), Sizing(quantum=256), qsl_size=len(lengths), clock=sim.clock)
     report, answered, _ = _dispatch(sim, source, list(rates))
     assert len(answered) == len(ids) and set(answered.values()) == {1}
     # Driver-bound: the run lasts about the driver's own time, not less.
@@ -166,7 +166,7 @@ def test_lost_worker_chunks_rerun_exactly_once_with_adaptive_chunks():
     ids, indices, lengths = _query(50_000)
     sim = SimExecutor(rates, die_after={"b": 3})
     lost = []
-    source = QueryChunks(ids, indices, lengths, list(rates), Sizing(quantum=8), qsl_size=len(lengths))
+    source = QueryChunks(ids, indices, lengths, list(rates), Sizing(quantum=8), qsl_size=len(lengths), clock=sim.clock)
     report, answered, _ = _dispatch(sim, source, list(rates), on_worker_lost=lambda w, r, c: lost.append((w, c)))
     assert len(answered) == len(ids) and set(answered.values()) == {1}
     assert report.lost_workers == ["b"] and report.rerun_samples == sum(len(c) for _, cs in lost for c in cs) > 0
@@ -176,7 +176,7 @@ def test_lost_worker_chunks_rerun_exactly_once_with_adaptive_chunks():
 def test_fixed_sizing_cuts_every_chunk_alike():
     ids, indices, lengths = _query(1000)
     sim = SimExecutor({"a": 100.0, "b": 1000.0})
-    source = QueryChunks(ids, indices, lengths, ["a", "b"], Sizing(fixed=64), qsl_size=len(lengths))
+    source = QueryChunks(ids, indices, lengths, ["a", "b"], Sizing(fixed=64), qsl_size=len(lengths), clock=sim.clock)
     _, answered, _ = _dispatch(sim, source, ["a", "b"])
     sizes = [n for runs in sim.runs.values() for _, _, n in runs]
     assert len(answered) == 1000 and sorted(sizes)[1:] == [64] * (len(sizes) - 1)
