@@ -47,6 +47,8 @@ class BackendSpec:
         warmup_compile: compiles engines lazily unless told to compile them
             in ``load`` (``Backend.eager``); workers do, before loadgen's
             clock starts.
+        options: takes options after a colon (``synthetic:rate=9500,per_node=8``).
+        any_profile: needs no runtime of an image, so it runs on every profile.
     """
 
     name: str
@@ -58,6 +60,8 @@ class BackendSpec:
     variable_seq_length: bool = True
     gpus: bool = False
     warmup_compile: bool = False
+    options: bool = False
+    any_profile: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,12 @@ BACKENDS: dict[str, BackendSpec] = {
             install_hint="pip install 'orch[deepsparse]' (CPython <= 3.11, x86_64 or aarch64)",
             warmup_compile=True,
         ),
+        # Modelled answer times, no inference: CPU nodes stand in for accelerators orch does not have.
+        BackendSpec(
+            "synthetic", "orchestrator.backends.synthetic:SyntheticBackend",
+            framework="synthetic (no inference)", package="orch", module="",
+            install_hint="pip install orch (it needs no runtime)", options=True, any_profile=True,
+        ),
     )
 }  # fmt: skip
 
@@ -135,7 +145,7 @@ def backend_spec(name: str) -> BackendSpec:
     Raises:
         BackendError: unknown name; the message lists the valid ones.
     """
-    spec = BACKENDS.get(name)
+    spec = BACKENDS.get(name.partition(":")[0])  # "synthetic:rate=..." is the synthetic backend
     if spec is None:
         raise BackendError(f"unknown backend {name!r} (--backend)", hint=f"choose one of: {', '.join(sorted(BACKENDS))}")
     return spec
@@ -160,7 +170,10 @@ def profile_backend(profile: str) -> BackendSpec:
 
 def runs_backend(profile: str, backend: str) -> bool:
     """True when a node of ``profile`` runs ``backend`` (``auto``: its own, always)."""
-    return backend == "auto" or (profile in PROFILES and PROFILES[profile].backend == backend)
+    if backend == "auto":
+        return True
+    spec = BACKENDS.get(backend.partition(":")[0])
+    return bool(spec and spec.any_profile) or (profile in PROFILES and PROFILES[profile].backend == backend)
 
 
 def check_catalog() -> None:

@@ -143,6 +143,7 @@ class BenchConfig(Record):
     mode: Mode = "performance"
     execution: Execution = "test"
     count: int | None = None
+    duration: float | None = None  # test mode, performance: a query of about this many seconds
     partial_accuracy: bool = False  # accuracy on --count samples only, marked PARTIAL
     model: str = "demo"
     dataset: Path | None = None
@@ -178,12 +179,16 @@ class Faults(Record):
     Attributes:
         kill_worker_after: worker name -> chunks it answers before it SIGKILLs itself.
         chunk_delay: seconds each worker sleeps per chunk (to make a run last).
+        log_all_responses: loadgen logs every completed sample of a performance
+            run (mlperf_log_accuracy.json), so a test can count completions in
+            loadgen's own log.
     """
 
     KIND: ClassVar[str] = "faults"
 
     kill_worker_after: dict[str, int] = Field(default_factory=dict)
     chunk_delay: float = 0.0
+    log_all_responses: bool = False  # loadgen logs every completed sample of a performance run
 
 
 class DriverConfig(Record):
@@ -253,7 +258,7 @@ class TargetQps(Record):
     KIND: ClassVar[str] = "target-qps"
 
     value: float
-    source: Literal["flag", "calibration", "test-sizing", "rerun", "accuracy"]
+    source: Literal["flag", "calibration", "test-sizing", "rerun", "accuracy", "duration"]
     detail: str = ""
 
 
@@ -319,7 +324,10 @@ class RunRecord(Record):
     lost_workers: list[LostWorker]
     rerun_samples: int
     issued_samples: int
-    startup_seconds: float  # Ray and workers up, before loadgen started
+    startup_seconds: float  # from the process's start to loadgen's start (Ray, workers, inputs)
+    startup: dict[str, Any] = Field(default_factory=dict)  # the marks of that start-up (driver_stats.Startup)
+    driver: dict[str, Any] = Field(default_factory=dict)  # what the driver itself cost (driver_stats.driver_record)
+    synthetic: dict[str, Any] | None = None  # the synthetic backend's model, when it answered
     dispatch_seconds: float
     started_at: str
     finished_at: str

@@ -95,18 +95,14 @@ def check_backend(name: str, *, installed: bool = True) -> None:
     """
     import importlib.util
 
-    if name not in hardware.BACKENDS:
-        raise BackendError(
-            f"unknown backend {name!r} (--backend)",
-            hint=f"choose one of: {', '.join(available_backends())}",
-        )
-    package = hardware.BACKENDS[name].module
+    spec = hardware.backend_spec(name)  # unknown names: one line with the valid ones
+    package = spec.module
     if not installed or not package:
         return
     if importlib.util.find_spec(package) is None:
         raise BackendError(
             f"backend {name!r} needs the package {package}, which is not installed here",
-            hint=f"install it with: {INSTALL_HINTS.get(name, 'pip install orch')}",
+            hint=f"install it with: {spec.install_hint}",
         )
     if name == "onnxruntime-cuda":
         # Refused now rather than by every worker once Ray is up (never a CPU fallback).
@@ -118,14 +114,18 @@ def check_backend(name: str, *, installed: bool = True) -> None:
 
 
 def get_backend(name: str) -> Backend:
-    """A new, unloaded backend instance by name.
+    """A new, unloaded backend instance by name (``synthetic`` may carry a spec: ``synthetic:rate=9500``).
 
     Raises:
-        BackendError: unknown name (the message lists the valid ones), or the
+        BackendError: unknown name (the message lists the valid ones), options
+            given to a backend that takes none or bad options, or the
             backend's runtime package is not installed (the message says what
             to install).
     """
     spec = hardware.backend_spec(name)
+    name, colon, options = name.partition(":")
+    if colon and not spec.options:
+        raise BackendError(f"backend {name!r} takes no options (--backend {name}:{options})", hint=f"use --backend {name}")
     module_name, class_name = spec.impl.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -134,4 +134,5 @@ def get_backend(name: str) -> Backend:
             f"backend {name!r} cannot be imported ({exc})",
             hint=f"install it with: {spec.install_hint}",
         ) from exc
-    return getattr(module, class_name)()
+    cls = getattr(module, class_name)
+    return cls(options) if spec.options else cls()

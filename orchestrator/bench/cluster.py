@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from typing import Mapping
 
 from orchestrator import hardware
@@ -30,12 +31,46 @@ class Slot:
     num_gpus: float = 0.0
 
 
-def start_ray(address: str | None, *, debug: bool = False, node_ip: str | None = None) -> None:
+def start_ray(address: str | None, *, debug: bool = False, node_ip: str | None = None) -> str:
     """Start (or connect to) Ray.
+
+    Without an address: join the local Ray of ``orch up`` when it runs
+    (``orchestrator.bench.local_ray``), else start an embedded one for this
+    process (always a new one, whatever ``RAY_ADDRESS`` or another Ray on the
+    machine says: ``address="local"``).
+
+    Ray's core worker installs its own fatal-signal handler for SIGTERM (it
+    dumps a stack and dies): orch's handler, which stops a run in order, is
+    put back once Ray is up.
+
+    Returns:
+        How: ``"embedded"``, ``"orch up"`` or ``"address"``.
 
     Raises:
         RunError: Ray could not start or the cluster is unreachable.
     """
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        return _start_ray(address, debug=debug, node_ip=node_ip)
+    finally:
+        if main_thread and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def _start_ray(address: str | None, *, debug: bool, node_ip: str | None) -> str:
+    if not address:
+        from orchestrator.bench import local_ray
+
+        up, stale = local_ray.read_state()
+        if up is not None:
+            local_ray.join(up, debug=debug)
+            return "orch up"
+        if stale:
+            sys.stderr.write("orch: warning: the local Ray of orch up is gone; starting one for this run\n")
     try:
         import ray
     except ImportError as exc:
@@ -44,31 +79,22 @@ def start_ray(address: str | None, *, debug: bool = False, node_ip: str | None =
     kwargs = dict(logging_level=level, log_to_driver=debug, configure_logging=True)
     if address and address != "auto":
         _check_reachable(address)
-    import signal
-    import threading
-
-    # Ray's core worker installs its own fatal-signal handler for SIGTERM (it
-    # dumps a stack and dies): orch's handler, which stops a run in order, is
-    # put back once Ray is up.
-    main_thread = threading.current_thread() is threading.main_thread()
-    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address:
             if node_ip:
                 # A driver must join from an address on the cluster network.
                 kwargs["_node_ip_address"] = node_ip
             ray.init(address=address, **kwargs)
-        else:
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(
-                # "local": always a cluster of our own, never one that happens to run here
-                # (ray.init() alone joins whatever /tmp/ray/ray_current_cluster names).
-                address="local",
-                num_cpus=os.cpu_count() or 1,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                **kwargs,
-            )
+            return "address"
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **kwargs,
+        )
+        return "embedded"
     except Exception as exc:  # Ray raises many kinds here; all mean "no cluster"
         where = f"at {address}" if address else "locally"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -76,9 +102,6 @@ def start_ray(address: str | None, *, debug: bool = False, node_ip: str | None =
             f"Ray failed to start {where}: {first}",
             hint="check the address (--ray-address) or run with --debug",
         ) from exc
-    finally:
-        if main_thread and sigterm is not None:
-            signal.signal(signal.SIGTERM, sigterm)
 
 
 def _check_reachable(address: str) -> None:
@@ -147,9 +170,10 @@ def cluster_slots(nodes: int, threads: int | None, names: Mapping[str, str] | No
 def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None) -> list[Slot]:
     """Workers for the chosen nodes of a deployed cluster (run by the driver on the head).
 
-    One worker per node, one per GPU on GPU nodes running a GPU backend;
-    each pinned to its node's Ray node id; ``backend == "auto"`` gives each
-    node its profile's backend.
+    One worker per node, one per GPU on GPU nodes running a GPU backend,
+    ``per_node`` per node with the synthetic backend (``synthetic:per_node=8``
+    makes a CPU node stand in for an 8-GPU one); each pinned to its node's Ray
+    node id; ``backend == "auto"`` gives each node its profile's backend.
 
     Args:
         deploy: the ``DeployRecord`` (``/data/deploy.json``) written by ``orch deploy``.
@@ -161,6 +185,8 @@ def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None)
         RunError: a chosen node is unknown or has not joined Ray.
     """
     import ray
+
+    from orchestrator.backends.synthetic import is_synthetic, parse_spec
 
     by_name = {n.name: n for n in deploy.nodes}
     alive = {n["NodeManagerAddress"]: n for n in ray.nodes() if n.get("Alive")}
@@ -175,9 +201,10 @@ def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None)
         node_backend = hardware.profile_spec(node.profile).backend if backend == "auto" else backend
         cpus = float(ray_node.get("Resources", {}).get("CPU", 1.0))
         gpus = int(node.gpus or 0) if hardware.backend_spec(node_backend).gpus else 0
-        count = max(1, gpus)
+        modelled = parse_spec(node_backend).per_node if is_synthetic(node_backend) else 0
+        count = max(1, gpus, modelled)
         for i in range(count):
-            worker = f"{name}-gpu{i}" if gpus else name
+            worker = f"{name}-gpu{i}" if gpus else (f"{name}-syn{i}" if modelled > 1 else name)
             slots.append(
                 Slot(
                     worker=worker,

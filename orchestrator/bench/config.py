@@ -16,7 +16,7 @@ from pathlib import Path
 from orchestrator.errors import InputError
 from orchestrator.records import BenchConfig, DeployRecord, RecordError, read_record
 
-__all__ = ["BenchConfig", "check", "sample_count", "effective_chunk_size", "user_conf", "read_deploy_record"]
+__all__ = ["BenchConfig", "check", "sample_count", "query_count", "effective_chunk_size", "user_conf", "read_deploy_record"]
 
 MODES = ("performance", "accuracy", "submission")
 EXECUTIONS = ("test", "valid")
@@ -49,6 +49,19 @@ def check(conf: BenchConfig) -> None:
         raise InputError(f"--count must be at least 1 (got {conf.count})")
     if conf.count is not None and conf.execution == "valid":
         raise InputError("--count is for --execution test", hint="a valid run uses the whole data set")
+    if conf.duration is not None:
+        if not conf.duration > 0:
+            raise InputError(f"--duration must be a positive number of seconds (got {conf.duration})")
+        if conf.execution == "valid" or conf.mode != "performance" or conf.count is not None:
+            raise InputError("--duration is for --execution test --mode performance, without --count",
+                             hint="a valid run lasts 600 s by the official rules; an accuracy run answers the data set once")
+    if conf.backend.partition(":")[0] == "synthetic":
+        from orchestrator.backends.synthetic import parse_spec
+
+        parse_spec(conf.backend)  # a bad spec fails here, before Ray starts
+        if conf.mode == "submission":
+            raise InputError("--backend synthetic answers without inference: its runs are never a submission",
+                             hint="use --mode performance or accuracy")
     if conf.count is not None and conf.mode == "accuracy" and not conf.partial_accuracy:
         raise InputError(
             "--count with --mode accuracy: an accuracy run covers the whole data set (MLPerf and the checker require it)",
@@ -88,22 +101,36 @@ def sample_count(conf: BenchConfig, available: int, *, dataset: Path, mode: str)
 
     An accuracy run answers the whole data set (``--count`` samples only with
     ``--partial-accuracy``; in submission mode ``--count`` sizes the
-    performance run alone); a test-mode performance run uses ``--count``
-    (default: the data set, at most ``TEST_DEFAULT_COUNT_CAP``).
+    performance run alone). A test-mode performance run uses ``--count``
+    (default: the data set, at most ``TEST_DEFAULT_COUNT_CAP``); a larger
+    ``--count`` or a ``--duration`` keeps the whole data set as the QSL and
+    loadgen repeats samples in the query (``query_count``), as a valid run does.
 
     Raises:
-        InputError: --count is larger than the data set.
+        InputError: --count is larger than the data set in accuracy mode.
     """
     if conf.execution == "valid" or (mode == "accuracy" and not conf.partial_accuracy):
         return available
+    if mode == "performance" and conf.duration is not None:
+        return available
     if conf.count is None:
         return available if mode == "accuracy" else min(available, TEST_DEFAULT_COUNT_CAP)
+    if conf.count > available and mode == "performance":
+        return available
     if conf.count > available:
         raise InputError(
             f"--count {conf.count} is larger than the data set {dataset} ({available} samples)",
-            hint=f"use --count {available} or less",
+            hint=f"use --count {available} or less (more is for --mode performance: samples repeat)",
         )
     return conf.count
+
+
+def query_count(conf: BenchConfig, qsl_count: int, mode: str) -> int | None:
+    """Samples in a test-mode performance query (``--count`` may exceed the QSL), or None
+    when loadgen sizes it (valid mode, ``--duration``, accuracy runs)."""
+    if mode != "performance" or conf.execution == "valid" or conf.duration is not None:
+        return None
+    return max(conf.count or 0, qsl_count)
 
 
 def effective_chunk_size(conf: BenchConfig, samples: int, workers: int) -> int:
@@ -117,20 +144,25 @@ def effective_chunk_size(conf: BenchConfig, samples: int, workers: int) -> int:
     return max(1, min(conf.batch_size * 4, -(-samples // (workers * 4))))
 
 
-def user_conf(*, execution: str, count: int, target_qps: float) -> str:
+def user_conf(
+    *, execution: str, count: int, target_qps: float, query_count: int | None = None, duration: float | None = None
+) -> str:
     """The user.conf text for a run (model key ``bert``: loadgen's own name for it).
 
     Valid mode only sets target_qps, so every official rule compiled into
-    loadgen applies untouched. Test mode shrinks the run to ``count`` samples
-    and a short minimum duration, and says so in the file.
+    loadgen applies untouched. Test mode shrinks the run to a QSL of ``count``
+    samples, a query of ``query_count`` samples (default ``count``; larger
+    repeats samples) and a short minimum duration, or with ``duration`` a
+    query of about that many seconds at ``target_qps``; it says so in the file.
     """
     lines = ["# user.conf written by orch"]
     if execution == "test":
+        min_duration = int(round(duration * 1000)) if duration else TEST_MIN_DURATION_MS
         lines += [
             "# TEST MODE: a short run on a subset; NOT valid for an MLPerf submission.",
             f"bert.Offline.target_qps = {_fmt(target_qps)}",
-            f"bert.Offline.min_duration = {TEST_MIN_DURATION_MS}",
-            f"bert.Offline.min_query_count = {count}",
+            f"bert.Offline.min_duration = {min_duration}",
+            f"bert.Offline.min_query_count = {count if duration else max(count, query_count or 0)}",
             f"bert.Offline.performance_sample_count_override = {count}",
         ]
     else:

@@ -1,22 +1,23 @@
 """Pull dispatcher: the Offline query cut into chunks that workers pull.
 
 Plain logic over an ``Executor`` so it can be tested with fake workers; the
-Ray executor lives in ``orchestrator.bench.workers``.
+Ray executor lives in ``orchestrator.bench.workers``, and how chunks are cut
+and sized (fixed, or adapted to each worker's rate) in
+``orchestrator.bench.chunking``.
 
 Contract:
 - every chunk carries the loadgen query ids of its samples (answers are
   never matched by position or arrival order);
-- each live worker keeps ``in_flight`` chunks queued, and pulls the next one
-  when one finishes, so faster workers do more chunks;
+- a worker is handed a chunk whenever the chunk source says it should hold
+  more work (``in_flight`` chunks each with fixed chunks), so faster workers
+  do more chunks;
 - results are handled in completion order;
-- a worker that dies gives its unfinished chunks back to the queue; the run
-  finishes with every chunk completed exactly once, or fails when no worker
-  is left.
+- a worker that dies gives its unfinished chunks back; the run finishes
+  with every chunk completed exactly once, or fails when no worker is left.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import threading
 import time
@@ -27,13 +28,19 @@ import numpy as np
 from orchestrator.errors import RunError
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Chunk:
-    """A slice of the Offline query: loadgen query ids and their sample indices."""
+    """A slice of the Offline query: loadgen query ids and their sample indices.
+
+    ``query_ids`` and ``sample_indices`` are sequences of the same length:
+    tuples (``make_chunks``) or numpy arrays (views into the query, from
+    ``chunking.QueryChunks``); use ``len()`` and ``np.asarray()``. Chunks
+    compare by identity.
+    """
 
     chunk_id: int
-    query_ids: tuple[int, ...]
-    sample_indices: tuple[int, ...]
+    query_ids: Sequence[int]
+    sample_indices: Sequence[int]
 
     def __len__(self) -> int:
         return len(self.sample_indices)
@@ -75,7 +82,7 @@ class Executor(Protocol):
         """Queue ``chunk`` on ``worker``; returns a handle to wait on."""
 
     def wait(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
-        """Handles that are ready (finished or failed), at least one unless timed out."""
+        """Handles that are ready (finished or failed): all that are, at least one unless timed out."""
 
     def result(self, handle: Hashable) -> ChunkResult:
         """The chunk's result; raises ``WorkerLost`` if its worker died."""
@@ -101,6 +108,8 @@ class DispatchReport:
     lost_workers: list[str]
     rerun_samples: int
     wall_seconds: float
+    # Per answered chunk, in completion order: seconds from hand-out to its answer being handled.
+    round_trip_seconds: list[float] = dataclasses.field(default_factory=list)
 
 
 def make_chunks(
@@ -149,9 +158,11 @@ class Dispatcher:
             (re-runs after a lost worker included).
         stop: when set, no more chunks are handed out and ``run`` raises
             ``DispatchStopped`` at its next wake-up (at most ``poll_seconds``).
-        in_flight: chunks kept queued per worker (>= 1; 2 hides the gap
-            between one chunk's end and the next one's arrival).
+        in_flight: chunks kept queued per worker when ``run`` is given a list
+            of chunks (>= 1; 2 hides the gap between one chunk's end and the
+            next one's arrival). A ``ChunkSource`` decides this itself.
         poll_seconds: how long one wait may block.
+        clock: seconds, for the round-trip figures (injected by simulations).
     """
 
     def __init__(
@@ -165,6 +176,7 @@ class Dispatcher:
         stop: threading.Event | None = None,
         in_flight: int = 2,
         poll_seconds: float = 0.5,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if not workers:
             raise RunError("no worker to run the query on")
@@ -178,56 +190,65 @@ class Dispatcher:
         self._stop = stop
         self._in_flight = in_flight
         self._poll = poll_seconds
+        self._clock = clock
 
-    def run(self, chunks: Sequence[Chunk]) -> DispatchReport:
+    def run(self, work: Any) -> DispatchReport:
         """Run every chunk exactly once; returns the per-worker report.
+
+        Args:
+            work: a sequence of ``Chunk`` (each worker keeps ``in_flight`` of
+                them queued), or a ``chunking.ChunkSource`` that cuts and
+                sizes chunks as workers need them.
 
         Raises:
             RunError: every worker was lost before the chunks were done.
             DispatchStopped: ``stop`` was set before the chunks were done.
         """
-        started = time.perf_counter()
-        queue = collections.deque(chunks)
-        pending: dict[Hashable, tuple[str, Chunk]] = {}
+        from orchestrator.bench.chunking import FixedChunks
+
+        source = work if hasattr(work, "take") else FixedChunks(list(work), self._in_flight)
+        clock = self._clock
+        started = clock()
+        pending: dict[Hashable, tuple[str, Chunk, float]] = {}
         done: set[int] = set()
         lost: list[str] = []
         rerun = 0
+        round_trips: list[float] = []
 
         def fill() -> None:
-            # Round-robin so that at the start every worker gets work.
-            while queue:
+            # Round-robin, one chunk per worker per pass, so at the start every worker gets work.
+            progressed = True
+            while progressed:
                 progressed = False
                 for name, stats in self._stats.items():
-                    if not queue:
-                        break
-                    busy = sum(1 for w, _ in pending.values() if w == name)
-                    if stats.alive and busy < self._in_flight:
-                        chunk = queue.popleft()
-                        pending[self._executor.submit(name, chunk)] = (name, chunk)
-                        if self._on_submit:
-                            self._on_submit(chunk, name)
-                        progressed = True
-                if not progressed:
-                    return
+                    if not stats.alive:
+                        continue
+                    chunk = source.take(name)
+                    if chunk is None:
+                        continue
+                    pending[self._executor.submit(name, chunk)] = (name, chunk, clock())
+                    if self._on_submit:
+                        self._on_submit(chunk, name)
+                    progressed = True
 
         def stopped() -> bool:
             return self._stop is not None and self._stop.is_set()
 
         if not stopped():
             fill()
-        while pending or (queue and stopped()):
+        while pending or (not source.exhausted() and stopped()):
             if stopped():
-                left = sum(len(c) for c in queue) + sum(len(c) for _, c in pending.values())
+                left = source.left() + sum(len(c) for _, c, _ in pending.values())
                 raise DispatchStopped(f"stopped with {left} samples not yet answered")
             ready = self._executor.wait(list(pending), self._poll)
             for handle in ready:
-                name, chunk = pending.pop(handle)
+                name, chunk, handed_out = pending.pop(handle)
                 stats = self._stats[name]
                 try:
                     result = self._executor.result(handle)
                 except WorkerLost as exc:
                     rerun += len(chunk)
-                    queue.appendleft(chunk)
+                    source.lost(name, chunk)
                     if stats.alive:
                         stats.alive = False
                         stats.lost_reason = str(exc) or "worker died"
@@ -244,10 +265,13 @@ class Dispatcher:
                 stats.chunks += 1
                 stats.seconds += result.seconds
                 self._on_complete(chunk, result, name)
-            if queue and not any(s.alive for s in self._stats.values()):
+                # After on_complete: a chunk whose completion failed is still the source's to account for.
+                source.answered(name, chunk, result)
+                round_trips.append(clock() - handed_out)
+            if not source.exhausted() and not any(s.alive for s in self._stats.values()):
                 raise RunError(
                     f"every worker was lost ({', '.join(lost)}); "
-                    f"{sum(len(c) for c in queue)} samples were left unanswered"
+                    f"{source.left()} samples were left unanswered"
                 )
             if not stopped():
                 fill()
@@ -255,5 +279,6 @@ class Dispatcher:
             workers=dict(self._stats),
             lost_workers=lost,
             rerun_samples=rerun,
-            wall_seconds=time.perf_counter() - started,
+            wall_seconds=clock() - started,
+            round_trip_seconds=round_trips,
         )

@@ -35,9 +35,9 @@ class Placement:
     def resolve_inputs(self) -> Inputs:
         return resolve_inputs(self.conf)
 
-    def start(self, *, debug: bool = False) -> None:
-        """Start (or join) Ray."""
-        cluster.start_ray(None, debug=debug)
+    def start(self, *, debug: bool = False) -> str:
+        """Start (or join) Ray; says how ("embedded", "orch up", "address")."""
+        return cluster.start_ray(None, debug=debug)
 
     def slots(self) -> list[Slot]:
         """The workers of this run, with their node, CPUs, threads and backend."""
@@ -60,8 +60,8 @@ class AddressPlacement(Placement):
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(self.conf.ray_address))
         return f"ray_{safe}_{self.conf.nodes or 1}node_{self.conf.backend}"
 
-    def start(self, *, debug: bool = False) -> None:
-        cluster.start_ray(self.conf.ray_address, debug=debug)
+    def start(self, *, debug: bool = False) -> str:
+        return cluster.start_ray(self.conf.ray_address, debug=debug)
 
     def slots(self) -> list[Slot]:
         return cluster.cluster_slots(self.conf.nodes or 1, self.conf.threads)
@@ -86,10 +86,10 @@ class DeployedPlacement(Placement):
     def resolve_inputs(self) -> Inputs:
         return resolve_inputs(self.conf, self.deploy)
 
-    def start(self, *, debug: bool = False) -> None:
+    def start(self, *, debug: bool = False) -> str:
         me = self.deploy.me()
         # A driver must join from an address on the cluster network.
-        cluster.start_ray(self.deploy.ray_address, debug=debug, node_ip=me.ray_ip if me else None)
+        return cluster.start_ray(self.deploy.ray_address, debug=debug, node_ip=me.ray_ip if me else None)
 
     def slots(self) -> list[Slot]:
         return cluster.deployed_slots(self.deploy, list(self.conf.cluster_nodes or ()), self.conf.backend, self.conf.threads)

@@ -65,7 +65,11 @@ def run_bench(
     if conf.backend != "auto":
         check_backend(conf.backend, installed=placement.kind == "local")
     inputs = placement.resolve_inputs()
-    cfg.sample_count(conf, inputs.total, dataset=inputs.dataset_path, mode="performance")  # --count vs the data set
+    # Everything the run's sizing can refuse, refused before a folder is made or Ray starts.
+    for mode in (("accuracy", "performance") if conf.mode == "submission" else (conf.mode,)):
+        cfg.sample_count(conf, inputs.total, dataset=inputs.dataset_path, mode=mode)
+    if conf.duration and not conf.target_qps:
+        _duration_target(conf, inputs, placement)
     out = (conf.out or default_out(conf.mode)).absolute()
     conf = conf.replace(out=out)
     rundir = RunDir(out, kind="submission-run" if conf.mode == "submission" else "run", force=conf.force,
@@ -104,7 +108,7 @@ def _single(job: RunJob, inputs, placement, live) -> dict[str, Any]:
     conf = job.conf
     mode = conf.mode
     if conf.execution == "test" or mode == "accuracy":
-        target = _fixed_target(conf, inputs, mode)
+        target = _fixed_target(conf, inputs, mode, placement)
         record = _execute(job.model_copy(update={"mode": mode, "target": target}), inputs=inputs, placement=placement,
                           live=live)
         return _summary(record, Path(job.run_dir))
@@ -120,14 +124,14 @@ def _submission(job: RunJob, inputs, placement, live) -> dict[str, Any]:
     top = Path(job.run_dir)
     acc_dir = top / "accuracy"
     acc_dir.mkdir()
-    acc_job = job.model_copy(update={"mode": "accuracy", "run_dir": str(acc_dir), "target": _fixed_target(conf, inputs, "accuracy")})
+    acc_job = job.model_copy(update={"mode": "accuracy", "run_dir": str(acc_dir), "target": _fixed_target(conf, inputs, "accuracy", placement)})
     acc = _in_child(acc_job, live)
     perf_dir = top / "performance"
     if conf.execution == "valid":
         perf = _valid_performance(job, inputs, placement, live, perf_dir)
     else:
         perf_dir.mkdir()
-        perf = _in_child(job.model_copy(update={"run_dir": str(perf_dir), "target": _fixed_target(conf, inputs, "performance")}), live)
+        perf = _in_child(job.model_copy(update={"run_dir": str(perf_dir), "target": _fixed_target(conf, inputs, "performance", placement)}), live)
     system_name = conf.system_name or placement.default_system_name()
     built = assemble(
         [acc_dir, perf_dir],
@@ -167,17 +171,45 @@ def _summary(record: RunRecord, run_dir: Path) -> dict[str, Any]:
     return {**record.to_dict(), "run_dir": str(run_dir)}
 
 
-def _fixed_target(conf: BenchConfig, inputs, mode: str) -> TargetQps:
-    """target_qps where the query's size does not depend on it (test mode, accuracy runs)."""
+def _fixed_target(conf: BenchConfig, inputs, mode: str, placement=None) -> TargetQps:
+    """target_qps of a test-mode or accuracy run: the flag; for ``--duration``, the expected rate;
+    else a value that keeps the query at the samples asked for.
+
+    Raises:
+        InputError: ``--duration`` with no way to know the expected rate.
+    """
     if conf.target_qps:
         return TargetQps(value=conf.target_qps, source="flag")
+    if mode == "performance" and conf.duration:
+        return _duration_target(conf, inputs, placement)
     if mode == "accuracy":
         # An accuracy run issues every sample once whatever target_qps says.
         count = cfg.sample_count(conf, inputs.total, dataset=inputs.dataset_path, mode=mode)
         return TargetQps(value=cfg.test_target_qps(count), source="accuracy", detail="an accuracy run issues each sample once")
     count = cfg.sample_count(conf, inputs.total, dataset=inputs.dataset_path, mode=mode)
-    return TargetQps(value=cfg.test_target_qps(count), source="test-sizing",
-                     detail=f"keeps the test query at {count} samples")
+    query = cfg.query_count(conf, count, mode) or count  # --count beyond the data set: samples repeat
+    return TargetQps(value=cfg.test_target_qps(query), source="test-sizing",
+                     detail=f"keeps the test query at {query} samples")
+
+
+def _duration_target(conf: BenchConfig, inputs, placement) -> TargetQps:
+    """The expected rate that sizes a ``--duration`` query: the synthetic model's, or a stored calibration."""
+    from orchestrator.backends.synthetic import is_synthetic, parse_spec
+
+    if is_synthetic(conf.backend):
+        spec = parse_spec(conf.backend)
+        workers = (conf.nodes or 1) * (max(1, spec.per_node) if conf.cluster_nodes else 1)
+        return TargetQps(value=spec.rate * workers, source="duration",
+                         detail=f"the synthetic model: {workers} workers x {spec.rate:g} samples/s")
+    cal = calibration.load(placement.system, layout_of(conf, inputs), inputs.features_key) if placement else None
+    if cal is None:
+        from orchestrator.errors import InputError
+
+        raise InputError(
+            "--duration needs the expected samples/s to size the query, and none was measured for this layout",
+            hint="pass --target-qps X, or first run `orch bench` in test mode with the same layout (1,000 samples or more)",
+        )
+    return TargetQps(value=cal.samples_per_second, source="duration", detail=calibration.describe(cal))
 
 
 def _valid_target(job: RunJob, inputs, placement, live) -> TargetQps:

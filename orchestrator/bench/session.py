@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 from pathlib import Path
 import threading
-import time
 from typing import Any, Callable
 
 from orchestrator import __version__
-from orchestrator.bench import calibration
+from orchestrator.bench import calibration, driver_stats
 from orchestrator.bench import config as cfg
 from orchestrator.bench.cluster import Slot
 from orchestrator.bench.dispatcher import Dispatcher
@@ -77,13 +77,15 @@ class Session:
         self.actors: dict[str, Any] = {}
         self.infos: dict[str, dict[str, Any]] = {}
         self.slots: list[Slot] = []
-        self.startup_seconds = 0.0
+        # Start-up, apart from the run: seconds from process start to each step, then to loadgen's start.
+        self.startup = driver_stats.Startup()
+        self.startup.mark("inputs_resolved")
 
     def __enter__(self) -> "Session":
-        from orchestrator.bench.workers import WorkerSpec, start_workers
+        from orchestrator.bench.workers import WorkerSpec, start_or_reuse_workers, start_workers, warm_up
 
-        started = time.perf_counter()
-        self.placement.start(debug=self.debug)
+        self.startup.ray = self.placement.start(debug=self.debug)
+        self.startup.mark("ray_started")
         try:
             self.slots = self.placement.slots()
             specs = [
@@ -104,12 +106,19 @@ class Session:
                 )
                 for s in self.slots
             ]
-            self.actors = start_workers(specs)
+            if self.startup.ray == "orch up" and not self.faults.kill_worker_after and not self.faults.chunk_delay:
+                # orch up's Ray outlives this run: keep the workers loaded for the next run of this layout.
+                from orchestrator.bench.local_ray import NAMESPACE
+
+                self.actors, self.startup.workers_reused = start_or_reuse_workers(specs, NAMESPACE)
+            else:
+                self.actors = start_workers(specs)
             self._wait_ready()
+            warm_up(self.actors)
+            self.startup.mark("workers_ready")
         except BaseException:
             self.placement.stop()
             raise
-        self.startup_seconds = time.perf_counter() - started
         return self
 
     def _wait_ready(self) -> None:
@@ -159,9 +168,19 @@ class Session:
         """
         conf = self.conf
         count = cfg.sample_count(conf, self.inputs.total, dataset=self.inputs.dataset_path, mode=mode)
-        (run_dir / "user.conf").write_text(cfg.user_conf(execution=conf.execution, count=count, target_qps=target.value))
+        (run_dir / "user.conf").write_text(cfg.user_conf(
+            execution=conf.execution, count=count, target_qps=target.value,
+            query_count=cfg.query_count(conf, count, mode), duration=conf.duration if mode == "performance" else None))
+        # Said before the run when the driver, not the workers, will set the pace.
+        warning = driver_stats.ceiling_warning(self.planned_rate() or (target.value if target.source != "test-sizing" else None))
+        if warning:
+            sys.stderr.write(f"orch: warning: {warning}\n")
         started_at = now()
         outcome = self._loadgen(mode, run_dir, count, live)
+        self.startup.mark("loadgen_started", at=outcome.loadgen_started)
+        driver = driver_stats.driver_record(outcome, outcome.report, warning=warning)
+        if mode == "performance":
+            driver_stats.store_ceiling(driver, samples=outcome.issued, command=conf.command)
         log = read_logs(run_dir)
         report = outcome.report
         sps, source = log.samples_per_second, "loadgen" if log.samples_per_second is not None else None
@@ -204,7 +223,10 @@ class Session:
             ],
             rerun_samples=report.rerun_samples,
             issued_samples=outcome.issued,
-            startup_seconds=round(self.startup_seconds, 3),
+            startup_seconds=self.startup.marks["loadgen_started"],
+            startup=self.startup.as_dict(),
+            driver=driver,
+            synthetic=self.synthetic_spec().as_dict() if self.synthetic_spec() else None,
             dispatch_seconds=round(report.wall_seconds, 3),
             started_at=started_at,
             finished_at=now(),
@@ -232,9 +254,9 @@ class Session:
         timeline = TimelineRecorder.for_run(run_dir, slots=self.slots, infos=self.infos, backend=conf.backend,
                                             lengths=self.inputs.lengths, mode=mode, execution=conf.execution, count=count)
 
-        def dispatch(chunks, on_complete):
-            progress.total = sum(len(c) for c in chunks)  # the query loadgen issued (samples repeat in a valid run)
-            timeline.query_issued(chunks)
+        def dispatch(query, on_complete):
+            progress.total = len(query)  # the query loadgen issued (samples repeat in a valid run)
+            timeline.query_issued(len(query))
 
             def done(chunk, answer, worker):
                 on_complete(chunk, answer, worker)
@@ -248,7 +270,7 @@ class Session:
             return Dispatcher(
                 executor, list(self.actors), on_complete=done, stop=stop,
                 on_worker_lost=lost_worker, on_submit=timeline.submitted,
-            ).run(chunks)  # fmt: skip
+            ).run(query)  # fmt: skip
 
         stop_view = live(progress) if live else None
         outcome, error = None, None
@@ -260,9 +282,11 @@ class Session:
                 mode=mode,
                 sample_count=count,
                 lengths=self.inputs.lengths[:count],
-                chunk_size=cfg.effective_chunk_size(conf, count, len(self.slots)),
+                chunk_size=conf.chunk_size,  # None: sized for each worker's rate (bench.chunking)
+                batch_size=conf.batch_size,
                 dispatch=dispatch,
                 stop=stop,
+                log_all_responses=self.faults.log_all_responses,
             )
             error = outcome.error
         except BaseException as exc:
@@ -279,6 +303,17 @@ class Session:
             msg = error.message if isinstance(error, RunError) else f"{type(error).__name__}: {error}"
             raise RunError(f"the {mode} run failed: {msg}")
         return outcome
+
+    def synthetic_spec(self):
+        """The synthetic backend's model, when this run uses it (else None)."""
+        from orchestrator.backends.synthetic import is_synthetic, parse_spec
+
+        return parse_spec(self.conf.backend) if is_synthetic(self.conf.backend) else None
+
+    def planned_rate(self) -> float | None:
+        """The rate the workers are expected to reach, when it is known before the run (synthetic)."""
+        spec = self.synthetic_spec()
+        return spec.rate * len(self.slots) if spec else None
 
     def _keep_calibration(self, sps: float, issued: int, load_before: float | None) -> str:
         """Every performance run may size later valid runs, if it is fit to: one line saying what was done."""

@@ -139,9 +139,9 @@ class TimelineRecorder:
         """Loadgen's StartTest returned (or raised)."""
         self._event("loadgen_end")
 
-    def query_issued(self, chunks: Sequence[Any]) -> None:
-        """The Offline query, cut into ``chunks``, reached the dispatcher."""
-        self._event("query", samples=sum(len(c) for c in chunks), chunks=len(chunks))
+    def query_issued(self, samples: int) -> None:
+        """The Offline query of ``samples`` reached the dispatcher (it is cut into chunks as workers ask)."""
+        self._event("query", samples=int(samples))
 
     # The two per-chunk records are formatted by hand (a third of json.dumps's
     # cost): every field is a number or an already-quoted worker name.

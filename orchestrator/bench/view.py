@@ -174,6 +174,9 @@ def results_table(summary: dict[str, Any]) -> Table:
     table.add_row("loadgen result", verdict)
     if summary["execution"] == "test":
         table.add_row("note", "TEST MODE: not valid for an MLPerf submission")
+    if summary.get("synthetic"):
+        syn = summary["synthetic"]
+        table.add_row("SYNTHETIC", f"{syn['note']} ({syn['rate_per_worker']:,.0f} samples/s per worker, {syn['overhead_ms']} ms per batch)")
     target = summary.get("target_qps") or {}
     if summary["mode"] == "performance" and target:
         table.add_row("target_qps", f"{target['value']:.2f} ({target['source']}{': ' + target['detail'] if target.get('detail') else ''})")
@@ -210,7 +213,9 @@ def results_table(summary: dict[str, Any]) -> Table:
     if summary.get("lost_workers"):
         table.add_row("lost", f"{', '.join(a['name'] for a in summary['lost_workers'])}; {summary['rerun_samples']} samples re-run")
     if summary.get("startup_seconds") is not None:
-        table.add_row("time", f"Ray and workers up in {summary['startup_seconds']:.1f} s, then the run {summary.get('dispatch_seconds', 0):.1f} s")
+        how = (summary.get("startup") or {}).get("ray")
+        table.add_row("start-up", f"{summary['startup_seconds']:.2f} s before loadgen started"
+                      + (f" ({how})" if how else "") + f"; then the run {summary.get('dispatch_seconds', 0):.1f} s")
     if summary.get("calibration_stored"):
         table.add_row("calibration", summary["calibration_stored"])
     return table

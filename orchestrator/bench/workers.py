@@ -1,9 +1,10 @@
 """Ray actors that run chunks, and the executor the dispatcher drives them with.
 
-Only sample indices travel to an actor: it loads the features from its own
-node's copy (the feature cache keyed by dataset + vocab). Only logits
-(accuracy mode) or two small integers per sample (performance mode) travel
-back.
+Only sample indices travel to an actor (as bytes, two per sample for any
+SQuAD QSL): it loads the features from its own node's copy (the feature
+cache keyed by dataset + vocab). Only logits (accuracy mode) or the number
+of samples answered (performance mode: loadgen records no answer there)
+travel back, so answers stay small and out of Ray's object store.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from orchestrator.bench.dispatcher import Chunk, ChunkResult, WorkerLost
-from orchestrator.bench.payload import encode
+from orchestrator.bench.query import compact_indices
+from orchestrator.bench.payload import decode, encode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +87,19 @@ class InferenceWorker:
             "facts": collect_facts(),
         }
 
-    def infer(self, chunk_id: int, sample_indices: Sequence[int], return_logits: bool) -> ChunkResult:
-        """Run one chunk; logits (n, 384, 2) float32 or (n, 2) best start/end indices."""
+    def infer(self, chunk_id: int, sample_indices: Any, return_logits: bool) -> ChunkResult:
+        """Run one chunk.
+
+        Args:
+            chunk_id: echoed in the result.
+            sample_indices: the chunk's QSL indices, an ``encode``d array (or a sequence).
+            return_logits: answer with the (n, 384, 2) float32 logits (accuracy
+                mode); otherwise with the number of samples answered.
+        """
         from orchestrator.backends.batching import predict
 
+        if chunk_id < 0:
+            return ChunkResult(chunk_id, 0, 0.0)  # warm_up: nothing to run, not counted as a chunk
         if self.spec.kill_after_chunks is not None and self.chunks_done >= self.spec.kill_after_chunks:
             # Test hook: die the hard way, like a killed process or a lost node.
             os.kill(os.getpid(), signal.SIGKILL)
@@ -96,7 +107,16 @@ class InferenceWorker:
             time.sleep(self.spec.chunk_delay)
         wall_started = time.time()
         started = time.perf_counter()
-        idx = np.asarray(sample_indices, dtype=np.int64)
+        idx = decode(sample_indices) if isinstance(sample_indices, dict) else np.asarray(sample_indices)
+        if not return_logits and getattr(self.backend, "synthetic", False):
+            # The synthetic backend models the whole worker (host preparation included) as
+            # a rate: it reads each sample's length from this node's features, by index,
+            # and waits the modelled time; gathering 384 tokens per sample here would
+            # measure this machine's CPUs, not the driver the synthetic runs exist to load.
+            device_start, device_end = self.backend.serve(self.lengths[idx])
+            self.chunks_done += 1
+            # Its time and idle gaps are the modelled device's (two chunks run at once on it).
+            return ChunkResult(chunk_id, len(idx), device_end - device_start, started=device_start, finished=device_end)
         logits = predict(
             self.backend,
             self.input_ids[idx],
@@ -107,26 +127,107 @@ class InferenceWorker:
             # A model exported for a fixed 384 length can't be fed shorter batches.
             remove_padding=self.remove_padding,
         )
-        answer = logits if return_logits else np.argmax(logits, axis=1).astype(np.int16)
-        self.chunks_done += 1
         # Plain bytes, not a numpy pickle: the driver may run another numpy major.
+        return self._answer(chunk_id, encode(logits) if return_logits else len(idx), started, wall_started)
+
+    def _answer(self, chunk_id: int, payload: Any, started: float, wall_started: float) -> ChunkResult:
+        self.chunks_done += 1
         seconds = time.perf_counter() - started
-        return ChunkResult(chunk_id, encode(answer), seconds, started=wall_started, finished=wall_started + seconds)
+        return ChunkResult(chunk_id, payload, seconds, started=wall_started, finished=wall_started + seconds)
+
+
+def _actor_options(spec: WorkerSpec) -> dict[str, Any]:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from orchestrator.backends.synthetic import CONCURRENCY, is_synthetic
+
+    options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    if is_synthetic(spec.backend):
+        options["max_concurrency"] = CONCURRENCY
+    if spec.node_id is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.node_id, soft=False)
+    return options
+
+
+def _remote_class():
+    import ray
+
+    return ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=1)(InferenceWorker)
 
 
 def start_workers(specs: Sequence[WorkerSpec]) -> dict[str, Any]:
-    """Create one actor per spec (pinned to its node when given); name -> actor handle."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    """Create one actor per spec (pinned to its node when given); name -> actor handle.
 
-    remote_cls = ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=1)(InferenceWorker)
+    The actors belong to this driver: they stop when it disconnects.
+    """
+    remote_cls = _remote_class()
+    return {spec.name: remote_cls.options(**_actor_options(spec)).remote(spec) for spec in specs}
+
+
+def keep_name(spec: WorkerSpec) -> str:
+    """The name of the kept actor for ``spec``: it changes with anything that would make it answer differently.
+
+    The spec itself, orch's code (each module's size and modification
+    time) and the model, data set and vocab files' size and modification time.
+    """
+    import json
+
+    from orchestrator import __version__
+    from orchestrator.fileio import sha256_text
+
+    def stat(path: str) -> list[int]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return []
+        return [st.st_size, st.st_mtime_ns]
+
+    package = Path(__file__).resolve().parents[1]
+    code = [(str(p.relative_to(package)), *stat(str(p))) for p in sorted(package.rglob("*.py"))]
+    files = [stat(spec.model_path), stat(spec.dataset_path), stat(spec.vocab_path)]
+    payload = json.dumps([dataclasses.asdict(spec), files, code, __version__], sort_keys=True, default=str)
+    return f"orch-{spec.name}-{sha256_text(payload)[:16]}"
+
+
+def start_or_reuse_workers(specs: Sequence[WorkerSpec], namespace: str) -> tuple[dict[str, Any], int]:
+    """Actors that outlive this driver (on ``orch up``'s local Ray): reused when a kept one matches.
+
+    Kept actors of other layouts are stopped first (they hold CPUs and memory
+    that this run needs); the ones of this layout are reused as they are,
+    their model loaded and their features in memory.
+
+    Returns:
+        (name -> actor handle, how many were reused).
+    """
+    import ray
+
+    wanted = {keep_name(spec): spec for spec in specs}
+    existing = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == namespace}
+    for name in existing - set(wanted):
+        if name.startswith("orch-"):
+            try:
+                ray.kill(ray.get_actor(name, namespace=namespace))
+            except ValueError:
+                pass  # it stopped meanwhile
+    remote_cls = _remote_class()
     actors = {}
-    for spec in specs:
-        options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
-        if spec.node_id is not None:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.node_id, soft=False)
+    for name, spec in wanted.items():
+        options = _actor_options(spec)
+        options.update(name=name, namespace=namespace, lifetime="detached", get_if_exists=True)
         actors[spec.name] = remote_cls.options(**options).remote(spec)
-    return actors
+    return actors, len(existing & set(wanted))
+
+
+def warm_up(actors: dict[str, Any]) -> None:
+    """Send every actor an empty chunk, before loadgen starts.
+
+    A driver's first call of an actor method costs tens of milliseconds
+    (Ray prepares the method's call path); this keeps that out of the run.
+    """
+    import ray
+
+    empty = encode(np.empty(0, dtype=np.uint16))
+    ray.get([actor.infer.remote(-1, empty, False) for actor in actors.values()], timeout=600)
 
 
 class RayExecutor:
@@ -137,12 +238,18 @@ class RayExecutor:
         self._return_logits = return_logits
 
     def submit(self, worker: str, chunk: Chunk) -> Hashable:
-        return self._actors[worker].infer.remote(chunk.chunk_id, list(chunk.sample_indices), self._return_logits)
+        indices = encode(compact_indices(np.asarray(chunk.sample_indices)))
+        return self._actors[worker].infer.remote(chunk.chunk_id, indices, self._return_logits)
 
     def wait(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
         import ray
 
-        ready, _ = ray.wait(list(handles), num_returns=1, timeout=timeout)
+        handles = list(handles)
+        ready, rest = ray.wait(handles, num_returns=1, timeout=timeout)
+        if ready and rest:
+            # Everything else that is ready too, without waiting: one wake-up handles them all.
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
         return ready
 
     def result(self, handle: Hashable) -> ChunkResult:

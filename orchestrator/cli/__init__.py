@@ -45,6 +45,7 @@ _COMMAND_MODULES: list[str] = [
     "orchestrator.cli.sandbox_cmd",
     "orchestrator.cli.deploy_cmd",
     "orchestrator.cli.report_cmd",
+    "orchestrator.cli.up_cmd",
 ]
 
 

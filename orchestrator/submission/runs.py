@@ -156,7 +156,7 @@ def loadgen_faults(run: Run) -> list[str]:
     faults = [f"{run.path / DETAIL}: loadgen error {e}" for e in run.log.errors]
     if run.log.values.get("effective_scenario") not in (None, SCENARIO):
         faults.append(f"{run.path / DETAIL}: scenario is {run.log.values['effective_scenario']}, not {SCENARIO}")
-    if run.record.backend == "synthetic" or "synthetic" in run.record.backends:
+    if any(b.partition(":")[0] == "synthetic" for b in [run.record.backend, *run.record.backends]):
         faults.append(f"{run.path}: ran the synthetic backend (modelled timings, no inference): never a result")
     return faults
 

@@ -88,7 +88,8 @@ def test_worker_killed_mid_run_completes_with_every_sample_once(tmp_path):
     "args, needle",
     [
         (["--nodes", "0"], "--nodes must be at least 1"),
-        (["--count", "100000"], "--count 100000 is larger than the data set"),
+        # Performance mode takes a query larger than the data set (samples repeat); accuracy does not.
+        (["--mode", "accuracy", "--partial-accuracy", "--count", "100000"], "--count 100000 is larger than the data set"),
         (["--backend", "tensorflow"], "unknown backend 'tensorflow'"),
         (["--dataset", "/nonexistent/squad.json"], "/nonexistent/squad.json"),
         (["--ray-address", "127.0.0.1:1"], "Ray failed to start at 127.0.0.1:1"),

@@ -75,8 +75,48 @@ def test_sample_count():
     assert count(cfg.BenchConfig(), 10833, dataset=data, mode="performance") == cfg.TEST_DEFAULT_COUNT_CAP
     assert count(cfg.BenchConfig(count=10), 44, dataset=data, mode="performance") == 10
     assert count(cfg.BenchConfig(execution="valid"), 10833, dataset=data, mode="performance") == 10833
+    # Performance: a query larger than the data set repeats samples; the QSL stays the data set.
+    big = cfg.BenchConfig(count=45)
+    assert count(big, 44, dataset=data, mode="performance") == 44 and cfg.query_count(big, 44, "performance") == 45
+    assert cfg.query_count(cfg.BenchConfig(count=10), 10, "performance") == 10
+    assert count(cfg.BenchConfig(duration=5.0), 44, dataset=data, mode="performance") == 44
+    assert cfg.query_count(cfg.BenchConfig(duration=5.0), 44, "performance") is None
+    # Accuracy answers each QSL sample once: more than the data set is refused.
+    partial = cfg.BenchConfig(count=45, mode="accuracy", partial_accuracy=True)
     with pytest.raises(InputError, match="--count 45 is larger than the data set /d.json"):
-        count(cfg.BenchConfig(count=45), 44, dataset=data, mode="performance")
+        count(partial, 44, dataset=data, mode="accuracy")
+
+
+def test_user_conf_query_beyond_the_qsl_and_duration_golden():
+    assert cfg.user_conf(execution="test", count=5147, target_qps=1800000.0, query_count=2000000) == (
+        "# user.conf written by orch\n"
+        "# TEST MODE: a short run on a subset; NOT valid for an MLPerf submission.\n"
+        "bert.Offline.target_qps = 1.8e+06\n"
+        "bert.Offline.min_duration = 1000\n"
+        "bert.Offline.min_query_count = 2000000\n"
+        "bert.Offline.performance_sample_count_override = 5147\n"
+    )
+    text = cfg.user_conf(execution="test", count=58, target_qps=1000.0, duration=30)
+    assert "bert.Offline.min_duration = 30000\n" in text and "min_query_count = 58\n" in text
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"duration": 0.0}, "--duration must be a positive"),
+        ({"duration": 5.0, "execution": "valid"}, "--duration is for --execution test"),
+        ({"duration": 5.0, "mode": "accuracy"}, "--duration is for"),
+        ({"duration": 5.0, "count": 100}, "without --count"),
+        ({"backend": "synthetic:rate=0"}, "rate must be a positive"),
+        ({"backend": "synthetic:speed=3"}, "'speed=3' is not one of"),
+        ({"backend": "synthetic", "mode": "submission", "submitter": "T"}, "never a submission"),
+    ],
+)
+def test_duration_and_synthetic_flags_checked(kwargs, needle):
+    from orchestrator.errors import OrchError
+
+    with pytest.raises(OrchError, match=needle):
+        cfg.check(cfg.BenchConfig(**kwargs))
 
 
 def test_accuracy_always_covers_the_whole_data_set_unless_partial_is_asked():

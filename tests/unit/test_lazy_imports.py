@@ -14,7 +14,7 @@ for name in {heavy!r}:
     sys.modules[name] = None
 from orchestrator.cli import main
 for argv in (["--help"], ["deploy", "--help"], ["status", "--help"], ["bench", "--help"], ["submit", "--help"],
-             ["images", "--help"], ["sandbox", "--help"], ["fetch", "--help"], ["report", "--help"]):
+             ["images", "--help"], ["sandbox", "--help"], ["fetch", "--help"], ["report", "--help"], ["up", "--help"], ["down", "--help"]):
     code = main(argv)
     assert code == 0, (argv, code)
 loaded = [name for name in {heavy!r} if sys.modules.get(name) is not None]

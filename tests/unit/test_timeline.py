@@ -31,7 +31,7 @@ def test_round_trip_of_every_event(tmp_path):
     rec = TimelineRecorder(tmp_path / TIMELINE_FILE, workers=WORKERS, lengths=lengths, mode="accuracy", count=6)
     a, b, c = Chunk(0, (10, 11), (2, 0)), Chunk(1, (12, 13), (5, 1)), Chunk(2, (14, 15), (4, 3))
     rec.loadgen_started()
-    rec.query_issued([a, b, c])
+    rec.query_issued(sum(len(x) for x in (a, b, c)))
     rec.submitted(a, "w1")
     rec.submitted(b, "w2")
     rec.submitted(c, "w2")
@@ -62,7 +62,7 @@ def test_round_trip_of_every_event(tmp_path):
     assert [(h.chunk, h.worker, h.rerun) for h in line.handouts] == [
         (0, "w1", False), (1, "w2", False), (2, "w2", False), (1, "w1", True), (2, "w1", True)
     ]
-    assert line.loadgen_start <= line.query <= line.loadgen_end and line.query_samples == 6 and line.query_chunks == 3
+    assert line.loadgen_start <= line.query <= line.loadgen_end and line.query_samples == 6
     assert line.ended["ok"] is True and line.ok is True and not line.truncated
     assert abs(line.t0 - time.time()) < 60
 
@@ -170,7 +170,7 @@ def test_wired_to_a_real_dispatcher_it_records_losses_and_reruns(tmp_path):
     lengths = np.random.default_rng(0).integers(10, 384, 40)
     chunks = make_chunks(list(range(40)), list(range(40)), lengths, 4)
     rec = TimelineRecorder(tmp_path / TIMELINE_FILE, workers=WORKERS, lengths=lengths)
-    rec.query_issued(chunks)
+    rec.query_issued(sum(len(c) for c in chunks))
 
     def done(chunk, result, worker):
         rec.completed(chunk, result, worker)
