@@ -135,10 +135,10 @@ PROFILE_BACKENDS = {
 }
 
 
-def deployed_slots(deploy: dict, chosen: list[str], backend: str, threads: int | None) -> list[Slot]:
+def deployed_slots(deploy: dict, chosen: list[str], backend: str, threads: int | None, workers_per_node: int = 1) -> list[Slot]:
     """Workers for the chosen nodes of a deployed cluster (run by the driver on the head).
 
-    One worker per node, one per GPU on GPU nodes running the CUDA backend;
+    ``workers_per_node`` workers per node (default one), one per GPU on GPU nodes running the CUDA backend;
     each pinned to its node's Ray node id; ``backend == "auto"`` gives each
     node its profile's backend.
 
@@ -147,6 +147,7 @@ def deployed_slots(deploy: dict, chosen: list[str], backend: str, threads: int |
         chosen: node names to use.
         backend: the run's backend, or ``auto``.
         threads: threads per worker (default: the node's CPUs / its workers).
+        workers_per_node: workers on each CPU node (GPU nodes: one per GPU).
 
     Raises:
         RunError: a chosen node is unknown or has not joined Ray.
@@ -166,9 +167,9 @@ def deployed_slots(deploy: dict, chosen: list[str], backend: str, threads: int |
         node_backend = PROFILE_BACKENDS.get(node["profile"], backend) if backend == "auto" else backend
         cpus = float(ray_node.get("Resources", {}).get("CPU", 1.0))
         gpus = int(node.get("gpus") or 0) if node_backend == "onnxruntime-cuda" else 0
-        count = max(1, gpus)
+        count = gpus if gpus else workers_per_node
         for i in range(count):
-            worker = f"{name}-gpu{i}" if gpus else name
+            worker = f"{name}-gpu{i}" if gpus else (name if count == 1 else f"{name}-w{i + 1}")
             slots.append(
                 Slot(
                     worker=worker,

@@ -52,6 +52,11 @@ class BenchConfig:
     system_name: str | None = None
     division: str = "open"
     system_meta: Path | None = None
+    # Precision and tuned layouts (orchestrator.tune): fp32 | int8 | int8-dynamic | int8-static | fp16.
+    precision: str = "fp32"
+    workers_per_node: int = 1  # on a deployed cluster: CPU workers per node (locally, --nodes is the workers)
+    tuned: str = "off"  # off | auto (the stored tuned layout) | a record's JSON (sent by the controller)
+    given: frozenset[str] = frozenset()  # the layout flags given on the command line (they beat a tuned layout)
 
     def check(self) -> None:
         """Reject unusable values with one line naming the flag.
@@ -83,6 +88,14 @@ class BenchConfig:
             raise InputError("--mode submission needs --submitter NAME (the submitting organisation)")
         if self.target_qps is not None and self.target_qps <= 0:
             raise InputError(f"--target-qps must be positive (got {self.target_qps})")
+        if self.workers_per_node < 1:
+            raise InputError(f"--workers-per-node must be at least 1 (got {self.workers_per_node})")
+        from orchestrator.models.precision import canonical, check_precision
+
+        if self.backend == "auto":
+            canonical(self.precision)  # each node's backend is checked once the nodes are known
+        else:
+            check_precision(self.precision, self.backend)
 
     def sample_count(self, available: int, *, dataset: Path) -> int:
         """How many QSL samples this run uses, given the data set's feature count.
@@ -149,10 +162,11 @@ def test_target_qps(count: int) -> float:
 # --- target_qps calibration, stored per system -------------------------------------
 
 
-def calibration_key(system: str, backend: str, model: str, nodes: int, batch_size: int) -> str:
+def calibration_key(system: str, backend: str, model: str, nodes: int, batch_size: int, precision: str = "fp32") -> str:
     """The name under which a measured throughput is stored."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in system)
-    return f"{safe}__{backend}__{model}__{nodes}n__b{batch_size}"
+    suffix = "" if precision == "fp32" else f"__{precision}"
+    return f"{safe}__{backend}__{model}__{nodes}n__b{batch_size}{suffix}"
 
 
 DEPLOY_JSON = "/data/deploy.json"

@@ -60,7 +60,11 @@ def driver_argv(conf: cfg.BenchConfig, nodes: list[str], remote_out: str) -> lis
         "--mode", conf.mode, "--execution", conf.execution,
         "--model", conf.model, "--batch-size", str(conf.batch_size),
         "--out", remote_out,
+        "--precision", conf.precision, "--workers-per-node", str(conf.workers_per_node),
+        "--given", ",".join(sorted(conf.given)),
     ]  # fmt: skip
+    # The driver applies (or ignores, saying why) the controller's tuned layout: it knows the model and data.
+    argv += ["--tuned-layout", conf.tuned] if conf.tuned not in ("off", "auto") else ["--no-tuned"]
     optional = {
         "--count": conf.count,
         "--threads": conf.threads,
@@ -95,6 +99,12 @@ def run_on_inventory(conf: cfg.BenchConfig, inventory_path: Path, *, live: bool 
     inventory = load_inventory(inventory_path)
     nodes = choose_nodes(inventory, conf.backend, conf.nodes, source=str(inventory_path))
     conf = dataclasses.replace(conf, nodes=len(nodes))
+    if conf.tuned == "auto":
+        from orchestrator.tune.apply import controller_record
+
+        profiles = sorted({n.profile for n in inventory.nodes if n.name in nodes})
+        # Several profiles: the driver says no tuned layout applies (it is per profile).
+        conf = dataclasses.replace(conf, tuned=controller_record(inventory.cluster, profiles[0]) if len(profiles) == 1 else "{}")
     out = (conf.out or default_out(conf.mode)).resolve()
     check_out(out, conf.force)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{conf.mode}"

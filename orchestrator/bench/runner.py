@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +42,8 @@ class Inputs:
     lengths: Any  # np.ndarray, real length per sample
     total: int
     features_key: str = ""  # hash of data set + vocab + parameters
+    variant: Any = None  # orchestrator.models.precision.ModelVariant that runs (set by run_bench)
+    layout: dict | None = None  # where the layout came from (orchestrator.tune.apply.tuned_conf)
 
 
 def resolve_inputs(conf: cfg.BenchConfig) -> Inputs:
@@ -124,7 +127,13 @@ class Session:
             cluster.start_ray(self.conf.ray_address, debug=self.debug)
         try:
             if deploy is not None:
-                self.slots = cluster.deployed_slots(deploy, list(self.conf.cluster_nodes), self.conf.backend, self.conf.threads)
+                self.slots = cluster.deployed_slots(
+                    deploy, list(self.conf.cluster_nodes), self.conf.backend, self.conf.threads, self.conf.workers_per_node
+                )
+                from orchestrator.models.precision import check_precision
+
+                for backend in {s.backend or self.conf.backend for s in self.slots}:
+                    check_precision(self.conf.precision, backend)  # --backend auto: each node's own
             elif self.conf.ray_address:
                 self.slots = cluster.cluster_slots(self.conf.nodes, self.conf.threads)
             else:
@@ -140,6 +149,7 @@ class Session:
                     vocab_path=str(self.inputs.vocab_path),
                     threads=s.threads,
                     batch_size=self.conf.batch_size,
+                    precision=self.conf.precision,
                     num_cpus=s.num_cpus,
                     num_gpus=s.num_gpus,
                     node_id=s.node_id,
@@ -273,9 +283,23 @@ class Session:
             "started_at": started_at,
             "finished_at": None,
             "complete": True,
+            # orchestrator.tune: precision, the model file that ran, the layout and where it came from.
+            "precision": self.inputs.variant.precision if self.inputs.variant else conf.precision,
+            "model_variant": self.inputs.variant.record() if self.inputs.variant else None,
+            "features_key": self.inputs.features_key,
+            "layout": {
+                **(self.inputs.layout or {}),
+                "workers": len(self.slots),
+                "workers_per_node": conf.workers_per_node if conf.cluster_nodes else None,
+                "threads": sorted({s.threads for s in self.slots}),
+                "batch_size": conf.batch_size,
+                "chunk_size": conf.effective_chunk_size(count, len(self.slots)),
+            },
+            "accuracy_target": None,
         }
         if mode == "accuracy":
             result.update(self._score(tmp))
+            result["accuracy_target"] = self._guard(result, count, out)
             if result["samples_per_second"] is None and report.wall_seconds > 0:
                 result["samples_per_second"] = count / report.wall_seconds
                 result["samples_per_second_source"] = "orch (accuracy run, wall clock of the dispatch)"
@@ -311,6 +335,20 @@ class Session:
                     "accuracy_note": "no question had all of its features in the samples run; raise --count"}
         write_accuracy_txt(run_dir / "accuracy.txt", score, log_sha256=digest)
         return {**scored, "exact_match": score.exact_match, "f1": score.f1}
+
+    def _guard(self, result: dict[str, Any], count: int, out: Path) -> dict[str, Any] | None:
+        """Record this accuracy figure and judge it against the fp32 model's (orchestrator.tune.guard)."""
+        from orchestrator.tune.guard import accuracy_target
+
+        variant = self.inputs.variant
+        if variant is None:
+            return None
+        return accuracy_target(
+            precision=variant.precision, model_sha256=variant.sha256, source_sha256=variant.source_sha256,
+            features_key=self.inputs.features_key, count=count, f1=result.get("f1"),
+            exact_match=result.get("exact_match"), examples_scored=result.get("accuracy_examples_scored") or 0,
+            run_dir=str(out),
+        )  # fmt: skip
 
     def _per_node(self, report) -> list[dict[str, Any]]:
         nodes: dict[str, dict[str, Any]] = {}
@@ -372,6 +410,13 @@ def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[
         conf = dataclasses.replace(conf, nodes=len(conf.cluster_nodes) if conf.cluster_nodes else 1)
     conf.check()
     inputs = resolve_inputs(conf)
+    from orchestrator.tune.apply import tuned_conf, variant_for
+
+    conf, inputs.layout = tuned_conf(conf, inputs)
+    if inputs.layout.pop("echo", False) and inputs.layout["message"]:
+        print(f"orch: {inputs.layout['message']}", file=sys.stderr, flush=True)
+    conf.check()  # a tuned layout's values too
+    inputs.variant = variant_for(conf, inputs)
     out = (conf.out or default_out(conf.mode)).resolve()
     check_out(out, conf.force)
     conf.sample_count(inputs.total, dataset=inputs.dataset_path)  # fail on --count before Ray starts
@@ -386,10 +431,13 @@ def run_bench(conf: cfg.BenchConfig, *, debug: bool = False, live=None) -> dict[
 
     if out.exists() and conf.force:
         shutil.rmtree(out)
-    runs = [
-        _run_in_child(dataclasses.replace(conf, mode=mode, out=out / mode), debug=debug, live=live)
-        for mode in ("accuracy", "performance")
-    ]
+    from orchestrator.tune.guard import check_submittable
+
+    runs = []
+    for mode in ("accuracy", "performance"):
+        runs.append(_run_in_child(dataclasses.replace(conf, mode=mode, out=out / mode), debug=debug, live=live))
+        if mode == "accuracy":
+            check_submittable(runs[-1])  # a reduced precision below (or not known to meet) bert-99 stops here
     built = assemble(
         [Path(r["run_dir"]) for r in runs],
         out=out / "submission",
@@ -422,7 +470,7 @@ def calibration_key_for(conf: cfg.BenchConfig, model_name: str) -> str:
         system = cfg.read_deploy_json()["cluster"] + ":" + ",".join(conf.cluster_nodes)
     else:
         system = conf.ray_address or cfg.local_system_name()
-    return cfg.calibration_key(system, conf.backend, model_name, conf.nodes, conf.batch_size)
+    return cfg.calibration_key(system, conf.backend, model_name, conf.nodes, conf.batch_size, conf.precision)
 
 
 def _calibrate(conf: cfg.BenchConfig, inputs: Inputs, *, debug: bool, live) -> None:

@@ -139,8 +139,16 @@ def results_table(summary: dict[str, Any]) -> Table:
         table.add_row("note", "TEST MODE: not valid for an MLPerf submission")
     if summary.get("f1") is not None:
         table.add_row("accuracy", f"exact_match {summary['exact_match']:.3f}, f1 {summary['f1']:.3f}")
+    target = summary.get("accuracy_target")
+    if target:
+        table.add_row("accuracy target", f"{target.get('meets') or 'NOT bert-99'}: {target.get('reason')}")
     if summary.get("model_note"):
         table.add_row("model", summary["model_note"])
+    if summary.get("precision"):
+        table.add_row("precision", summary["precision"])
+    layout = summary.get("layout") or {}
+    if layout.get("source") == "tuned":
+        table.add_row("layout", f"tuned ({layout.get('path')})")
     backend = summary["backend"]
     if backend == "auto":
         backend += f" ({', '.join(summary.get('backends') or [])})"

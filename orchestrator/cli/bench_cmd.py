@@ -32,6 +32,9 @@ def bench(
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Inference threads per worker (default: its share of the CPUs)."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Samples per dispatched chunk (default: 4 batches)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | int8 | int8-dynamic | int8-static | fp16 (CUDA) | bf16 (refused: no backend runs it)."),
+    workers_per_node: int = typer.Option(1, "--workers-per-node", help="With --inventory: workers on each CPU node (locally, --nodes is the workers)."),
+    tuned: bool = typer.Option(True, "--tuned/--no-tuned", help="Use the layout `orch tune` stored for this system (flags given override it)."),
     target_qps: Optional[float] = typer.Option(None, "--target-qps", help="Expected samples/s (default: measured by the last test run on this system)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: ./orch-runs/<time>-<mode>)."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out."),
@@ -44,11 +47,14 @@ def bench(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Ray's logs."),
     cluster_nodes: Optional[str] = typer.Option(None, "--cluster-nodes", hidden=True, help="(internal) on a deployed head: the nodes to use."),
     progress: Optional[str] = typer.Option(None, "--progress", hidden=True, help="(internal) jsonl: progress as JSON lines on stderr."),
+    tuned_layout: Optional[str] = typer.Option(None, "--tuned-layout", hidden=True, help="(internal) the controller's tuned layout record, JSON."),
+    given: Optional[str] = typer.Option(None, "--given", hidden=True, help="(internal) the layout flags given to the controller."),
 ) -> None:
     """Run MLPerf BERT-99 Offline: one loadgen SUT, the query sharded over Ray workers."""
     from orchestrator.bench.config import BenchConfig
     from orchestrator.bench.runner import run_bench
     from orchestrator.bench.view import jsonl_view, live_view
+    from orchestrator.tune.layout import given_flags
 
     conf = BenchConfig(
         nodes=nodes,
@@ -73,6 +79,10 @@ def bench(
         division=division,
         system_meta=system_meta.expanduser().resolve() if system_meta else None,
         cluster_nodes=tuple(cluster_nodes.split(",")) if cluster_nodes else None,
+        precision=precision,
+        workers_per_node=workers_per_node,
+        tuned=tuned_layout or ("auto" if tuned else "off"),
+        given=frozenset(given.split(",")) if given is not None else given_flags(),
     )
     live = functools.partial(jsonl_view if progress == "jsonl" else live_view, **({} if progress == "jsonl" else {"transient": as_json}))
     if inventory is not None:

@@ -55,6 +55,8 @@ def test_driver_argv_golden():
         "--mode", "accuracy", "--execution", "test",
         "--model", "demo", "--batch-size", "4",
         "--out", "/data/runs/x",
+        "--precision", "fp32", "--workers-per-node", "1", "--given", "",
+        "--no-tuned",
         "--count", "40",
     ]  # fmt: skip
     sub = BenchConfig(mode="submission", submitter="Team", system_name="sys")
