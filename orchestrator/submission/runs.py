@@ -218,6 +218,10 @@ def accuracy_faults(run: Run) -> list[str]:
     for key in ("exact_match", "f1"):
         if not isinstance(run.meta.get(key), (int, float)):
             faults.append(f"{run.path / 'run.json'}: \"{key}\" is missing (was accuracy scored?)")
+    from orchestrator.tune.guard import submission_faults
+
+    # A reduced precision must meet bert-99 against the model's own fp32 F1 (orch's accuracy guard).
+    faults += [f"{run.path / 'run.json'}: {fault}" for fault in submission_faults(run.meta)]
     log = run.path / ACCURACY_LOG
     if not log.is_file():
         faults.append(f"{log}: missing")
