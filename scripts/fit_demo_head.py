@@ -47,6 +47,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=ROOT / "orchestrator" / "data" / "demo_qa_head.npz")
     parser.add_argument("--splits-dir", type=Path, default=None, help="also write train.json / heldout.json here")
+    parser.add_argument("--states-cache", type=Path, default=None,
+                        help="keep the encoder states in this folder (GBs), so refits with other settings skip the encoder")
     args = parser.parse_args()
     if not args.train.is_file():
         print(f"{args.train} does not exist (the real SQuAD dev part lives in ../shared/data)", file=sys.stderr)
@@ -85,7 +87,18 @@ def main() -> int:
         states_model = Path(tmp) / "states.onnx"
         onnx.save_model(build_bert_states_model(weights, config, layers, token_types=args.token_types), str(states_model))
         t = time.perf_counter()
-        tokens = head_fit.extract_states(states_model, train_features, rows, threads=args.threads)
+        cached = None
+        if args.states_cache is not None:
+            key = f"{train_features.cache_key[:16]}-{sha256_file(states_model)[:16]}"
+            cached = (args.states_cache / f"{key}-states.npy", args.states_cache / f"{key}-offsets.npy")
+        if cached is not None and cached[0].is_file() and cached[1].is_file():
+            tokens = head_fit.TokenStates(np.load(cached[0]), np.load(cached[1]))
+        else:
+            tokens = head_fit.extract_states(states_model, train_features, rows, threads=args.threads)
+            if cached is not None:
+                args.states_cache.mkdir(parents=True, exist_ok=True)
+                np.save(cached[0], tokens.states)
+                np.save(cached[1], tokens.offsets)
         print(f"encoder states: {tokens.states.shape[0]} tokens x {tokens.states.shape[1]} in {time.perf_counter() - t:.0f} s", flush=True)
 
         settings = head_fit.FitSettings(epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2, window=args.window, seed=args.seed)

@@ -37,6 +37,7 @@ _COMMAND_MODULES: list[str] = [
     "orchestrator.cli.images_cmd",
     "orchestrator.cli.sandbox_cmd",
     "orchestrator.cli.deploy_cmd",
+    "orchestrator.cli.tune_cmd",
 ]
 
 
