@@ -5,7 +5,15 @@
 - plain loop: the same batching and padding removal in one process (no
   loadgen, no Ray): the ceiling of orch's way, to show what the dispatcher costs;
 - orch: `orch bench` itself in performance mode: loadgen, the pull dispatcher
-  and Ray workers, batches of --batch-size, padding removed.
+  and Ray workers, batches of --batch-size, padding removed, fp32;
+- orch int8 (``--int8``): the same layout with ``--precision int8`` (the method
+  orch keeps; ``--int8 int8-static`` for the other);
+- orch tuned (``--tuned``): `orch bench` with no layout flag at all, i.e. the
+  layout `orch tune` stored for this machine (the benchmark says which).
+
+With ``--accuracy`` it also runs orch in accuracy mode, fp32 and int8, on the
+same samples and reports both F1 and the accuracy guard's verdict (int8 counts
+for the 5x goal only if its F1 is >= 99% of fp32's).
 
 All use the same model, the same SQuAD features (the whole real SQuAD dev
 part beside the project, or its first --count), the same CPUs. With
@@ -73,16 +81,20 @@ def plain_loop(model_path: Path, features, count: int, threads: int, batch_size:
     return count / (time.perf_counter() - started)
 
 
-def orch_way(model: str, dataset: Path, count: int, batch_size: int, nodes: int) -> dict:
-    """`orch bench` in performance mode (test execution, --count samples)."""
+def orch_way(model: str, dataset: Path, count: int, batch_size: int | None, nodes: int | None,
+             precision: str = "fp32", mode: str = "performance") -> dict:  # fmt: skip
+    """`orch bench` (test execution, --count samples); ``nodes=None``: the stored tuned layout decides."""
     from orchestrator.bench.config import BenchConfig
     from orchestrator.bench.runner import run_bench
 
     with tempfile.TemporaryDirectory() as tmp:
-        conf = BenchConfig(
-            nodes=nodes, mode="performance", execution="test", count=count, model=model,
-            dataset=dataset, batch_size=batch_size, out=Path(tmp) / "run",
-        )
+        if nodes is None:  # as `orch bench` with no layout flag: the tuned layout, if one applies
+            conf = BenchConfig(mode=mode, execution="test", count=count, model=model, dataset=dataset, out=Path(tmp) / "run", tuned="auto")
+        else:
+            conf = BenchConfig(
+                nodes=nodes, mode=mode, execution="test", count=count, model=model,
+                dataset=dataset, batch_size=batch_size, out=Path(tmp) / "run", precision=precision,
+            )  # fmt: skip
         return run_bench(conf)
 
 
@@ -143,6 +155,9 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--model", default="demo")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--int8", nargs="?", const="int8", default=None, help="add orch at --precision int8 (or the method named)")
+    parser.add_argument("--tuned", action="store_true", help="add orch with the layout `orch tune` stored (no layout flags)")
+    parser.add_argument("--accuracy", action="store_true", help="also score fp32 and int8 on the same samples (accuracy mode)")
     args = parser.parse_args()
     if not args.dataset.exists():
         print(f"data set {args.dataset} is absent (the real SQuAD dev part lives in ../shared/data)", file=sys.stderr)
@@ -163,7 +178,8 @@ def main() -> int:
     threads = os.cpu_count() or 1
     lengths = features.lengths[:count]
 
-    refs, plains, ours = [], [], []
+    refs, plains, ours, int8s, tuneds = [], [], [], [], []
+    tuned_layout = None
     for _ in range(args.rounds):
         # Let the previous way's processes (Ray's, after orch) leave the CPUs first.
         time.sleep(SETTLE_SECONDS)
@@ -172,7 +188,25 @@ def main() -> int:
         plains.append(plain_loop(choice.path, features, count, threads, args.batch_size))
         time.sleep(SETTLE_SECONDS)
         ours.append(orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes)["samples_per_second"])
+        if args.int8:
+            time.sleep(SETTLE_SECONDS)
+            int8s.append(orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes, args.int8)["samples_per_second"])
+        if args.tuned:
+            time.sleep(SETTLE_SECONDS)
+            run = orch_way(args.model, choice.dataset_path, count, None, None)
+            tuneds.append(run["samples_per_second"])
+            tuned_layout = {"precision": run["precision"], **{k: v for k, v in run["layout"].items() if k != "tuned"}}
     ref, plain, orch = (statistics.median(x) for x in (refs, plains, ours))
+    accuracy = None
+    if args.accuracy:
+        fp32_run = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes, "fp32", "accuracy")
+        int8_run = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes, args.int8 or "int8", "accuracy")
+        accuracy = {
+            "fp32_f1": fp32_run["f1"], "fp32_exact_match": fp32_run["exact_match"],
+            "int8_precision": int8_run["precision"], "int8_f1": int8_run["f1"], "int8_exact_match": int8_run["exact_match"],
+            "int8_share_of_fp32_f1": round(int8_run["f1"] / fp32_run["f1"], 4) if fp32_run["f1"] else None,
+            "guard": int8_run["accuracy_target"],
+        }  # fmt: skip
 
     dense, layers, hidden = model_shape(choice.path)
     peak = matmul_peak(hidden, threads)
@@ -197,6 +231,8 @@ def main() -> int:
             "reference": [round(x, 2) for x in refs],
             "plain_loop": [round(x, 2) for x in plains],
             "orch": [round(x, 2) for x in ours],
+            **({"orch_int8": [round(x, 2) for x in int8s]} if int8s else {}),
+            **({"orch_tuned": [round(x, 2) for x in tuneds]} if tuneds else {}),
         },
         "ceiling": {
             "matmul_peak_gflops": round(peak, 1),
@@ -209,7 +245,17 @@ def main() -> int:
             # ...and at 100% of the peak (no other op costing anything), at most this:
             "ratio_at_full_peak": round(peak * 1e9 / (2 * real_macs) / ref, 2),
         },
-        "goal": ">= 3x",
+        **(
+            {"orch_int8_samples_per_second": round(statistics.median(int8s), 2), "orch_int8_precision": args.int8,
+             "int8_ratio": round(statistics.median(int8s) / ref, 2)} if int8s else {}
+        ),
+        **(
+            {"orch_tuned_samples_per_second": round(statistics.median(tuneds), 2), "orch_tuned_layout": tuned_layout,
+             "tuned_ratio": round(statistics.median(tuneds) / ref, 2)} if tuneds else {}
+        ),
+        "accuracy": accuracy,
+        "load_average": list(os.getloadavg()),
+        "goal": ">= 3x (fp32); >= 5x with int8 allowed by the guard",
         "command": "python benchmarks/single_node.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(figures, indent=2))

@@ -167,6 +167,11 @@ class BenchConfig(Record):
     system_meta_source: str | None = None  # where system_meta was read from, for messages
     # Stop a valid run's automatic re-run from recursing (set on the re-run itself).
     is_rerun: bool = False
+    # Precision and tuned layouts (orchestrator.tune): fp32 | int8 | int8-dynamic | int8-static | fp16.
+    precision: str = "fp32"
+    workers_per_node: int = 1  # on a deployed cluster: CPU workers per node (locally, --nodes is the workers)
+    tuned: str = "off"  # off | auto (the stored tuned layout) | the decision's JSON (controller -> driver, parent -> child)
+    given: tuple[str, ...] = ()  # the layout flags given on the command line (they beat a tuned layout)
 
     def replace(self, **changes: Any) -> "BenchConfig":
         """A copy with ``changes`` applied and validated."""
@@ -333,6 +338,10 @@ class RunRecord(Record):
     finished_at: str
     calibration_stored: str | None = None  # why a test run was or was not kept as a calibration
     rerun: Rerun | None = None
+    precision: str = "fp32"
+    model_variant: dict[str, Any] | None = None  # the reduced-precision file that ran (models.precision)
+    layout: dict[str, Any] = Field(default_factory=dict)  # workers, threads, batch, chunk and where they came from
+    accuracy_target: dict[str, Any] | None = None  # the accuracy guard's verdict (tune.guard.judge)
 
     @property
     def exact_match(self) -> float | None:
@@ -355,6 +364,7 @@ class Layout(Record):
     model_sha256: str
     precision: str = "fp32"
     nodes: int
+    workers_per_node: int = 1
     threads: int | None
     batch_size: int
     chunk_size: int | None

@@ -167,7 +167,7 @@ def cluster_slots(nodes: int, threads: int | None, names: Mapping[str, str] | No
     return slots
 
 
-def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None) -> list[Slot]:
+def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None, workers_per_node: int = 1) -> list[Slot]:
     """Workers for the chosen nodes of a deployed cluster (run by the driver on the head).
 
     One worker per node, one per GPU on GPU nodes running a GPU backend,
@@ -180,6 +180,7 @@ def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None)
         chosen: node names to use.
         backend: the run's backend, or ``auto``.
         threads: threads per worker (default: the node's CPUs / its workers).
+        workers_per_node: workers on each CPU node (GPU nodes: one per GPU).
 
     Raises:
         RunError: a chosen node is unknown or has not joined Ray.
@@ -202,9 +203,14 @@ def deployed_slots(deploy, chosen: list[str], backend: str, threads: int | None)
         cpus = float(ray_node.get("Resources", {}).get("CPU", 1.0))
         gpus = int(node.gpus or 0) if hardware.backend_spec(node_backend).gpus else 0
         modelled = parse_spec(node_backend).per_node if is_synthetic(node_backend) else 0
-        count = max(1, gpus, modelled)
+        count = gpus or max(1, modelled, workers_per_node)
         for i in range(count):
-            worker = f"{name}-gpu{i}" if gpus else (f"{name}-syn{i}" if modelled > 1 else name)
+            if gpus:
+                worker = f"{name}-gpu{i}"
+            elif modelled > 1:
+                worker = f"{name}-syn{i}"
+            else:
+                worker = name if count == 1 else f"{name}-w{i + 1}"
             slots.append(
                 Slot(
                     worker=worker,

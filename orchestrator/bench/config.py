@@ -81,6 +81,14 @@ def check(conf: BenchConfig) -> None:
         raise InputError(f"--chunk-size must be at least 1 (got {conf.chunk_size})")
     if conf.target_qps is not None and conf.target_qps <= 0:
         raise InputError(f"--target-qps must be positive (got {conf.target_qps})")
+    if conf.workers_per_node < 1:
+        raise InputError(f"--workers-per-node must be at least 1 (got {conf.workers_per_node})")
+    from orchestrator.models.precision import canonical, check_precision
+
+    if conf.backend == "auto":
+        canonical(conf.precision)  # each node's backend is checked once the nodes are known
+    else:
+        check_precision(conf.precision, conf.backend)
     if conf.division not in DIVISIONS:
         raise InputError(f"--division {conf.division!r} is unknown", hint="choose open or closed")
     if conf.mode == "submission":

@@ -30,6 +30,8 @@ class Inputs:
     features_key: str
     dataset_sha256: str
     model_sha256: str
+    variant: Any = None  # orchestrator.models.precision.ModelVariant that runs (set by run_bench)
+    layout: dict | None = None  # where the layout came from (orchestrator.tune.apply.tuned_conf)
 
 
 def resolve_inputs(conf: BenchConfig, deploy: DeployRecord | None = None) -> Inputs:

@@ -104,6 +104,13 @@ def run_on_inventory(
     inventory = load_inventory(inventory_path)
     nodes = choose_nodes(inventory, conf.backend, conf.nodes, source=str(inventory_path))
     cfg.check(conf.replace(nodes=len(nodes), cluster_nodes=tuple(nodes)))
+    if conf.tuned == "auto":
+        from orchestrator.tune.apply import controller_record
+
+        profiles = sorted({n.profile for n in inventory.nodes if n.name in nodes})
+        # The driver applies (or ignores, saying why) the controller's tuned layout: it knows the model and data.
+        # Several profiles: no tuned layout applies (it is per profile).
+        conf = conf.replace(tuned=controller_record(inventory.cluster, profiles[0]) if len(profiles) == 1 else "{}")
     out = (conf.out or default_out(conf.mode)).absolute()
     check_out(out, conf.force)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{conf.mode}"

@@ -92,7 +92,13 @@ class DeployedPlacement(Placement):
         return cluster.start_ray(self.deploy.ray_address, debug=debug, node_ip=me.ray_ip if me else None)
 
     def slots(self) -> list[Slot]:
-        return cluster.deployed_slots(self.deploy, list(self.conf.cluster_nodes or ()), self.conf.backend, self.conf.threads)
+        slots = cluster.deployed_slots(self.deploy, list(self.conf.cluster_nodes or ()), self.conf.backend,
+                                       self.conf.threads, self.conf.workers_per_node)
+        from orchestrator.models.precision import check_precision
+
+        for backend in {s.backend or self.conf.backend for s in slots}:
+            check_precision(self.conf.precision, backend)  # --backend auto: each node's own
+        return slots
 
 
 def placement_for(conf: BenchConfig) -> Placement:

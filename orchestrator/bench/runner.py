@@ -64,7 +64,7 @@ def run_bench(
     placement = placement_for(conf)
     if conf.backend != "auto":
         check_backend(conf.backend, installed=placement.kind == "local")
-    inputs = placement.resolve_inputs()
+    conf, inputs, placement = _tuned(conf, placement, announce=True)
     # Everything the run's sizing can refuse, refused before a folder is made or Ray starts.
     for mode in (("accuracy", "performance") if conf.mode == "submission" else (conf.mode,)):
         cfg.sample_count(conf, inputs.total, dataset=inputs.dataset_path, mode=mode)
@@ -126,6 +126,9 @@ def _submission(job: RunJob, inputs, placement, live) -> dict[str, Any]:
     acc_dir.mkdir()
     acc_job = job.model_copy(update={"mode": "accuracy", "run_dir": str(acc_dir), "target": _fixed_target(conf, inputs, "accuracy", placement)})
     acc = _in_child(acc_job, live)
+    from orchestrator.tune.guard import check_submittable
+
+    check_submittable(acc.model_dump(mode="json"))  # a reduced precision below (or not known to meet) bert-99 stops here
     perf_dir = top / "performance"
     if conf.execution == "valid":
         perf = _valid_performance(job, inputs, placement, live, perf_dir)
@@ -283,10 +286,34 @@ def _valid_performance(job: RunJob, inputs, placement, live, run_dir: Path) -> R
 # --- running one loadgen run, here or in a process of its own ------------------------------
 
 
+def _tuned(conf: BenchConfig, placement, *, announce: bool = False):
+    """The inputs, with the tuned layout applied to the flags not given and the precision's model variant.
+
+    Returns:
+        (the configuration to run, its inputs, its placement).
+    """
+    import dataclasses
+    import sys
+
+    from orchestrator.tune.apply import tuned_conf, variant_for
+
+    inputs = placement.resolve_inputs()
+    tuned, layout = tuned_conf(conf, inputs)
+    if tuned != conf:
+        conf = tuned
+        cfg.check(conf)  # a tuned layout's values too
+        placement = placement_for(conf)
+    if layout.pop("echo", False) and layout.get("message") and announce:
+        sys.stderr.write(f"orch: {layout['message']}\n")
+    inputs = dataclasses.replace(inputs, layout=layout, variant=variant_for(conf, inputs))
+    return conf, inputs, placement
+
+
 def _execute(job: RunJob, *, inputs=None, placement=None, live=None) -> RunRecord:
     """Run ``job`` in this process: start Ray and the workers, run loadgen, write run.json."""
     placement = placement or placement_for(job.conf)
-    inputs = inputs or placement.resolve_inputs()
+    if inputs is None:
+        _, inputs, placement = _tuned(job.conf, placement)
     with Session(job.conf, inputs, placement, debug=job.debug, faults=job.faults) as session:
         return session.run(job.mode, Path(job.run_dir), job.target, live=live, load_before=job.load_before,
                            rerun=job.rerun)

@@ -43,7 +43,9 @@ def layout_of(conf: BenchConfig, inputs: Inputs) -> Layout:
     return Layout(
         backend=conf.backend,
         model_sha256=inputs.model_sha256,
+        precision=conf.precision,
         nodes=conf.nodes or 1,
+        workers_per_node=conf.workers_per_node,
         threads=conf.threads,
         batch_size=conf.batch_size,
         chunk_size=conf.chunk_size,
@@ -98,6 +100,7 @@ class Session:
                     vocab_path=str(self.inputs.vocab_path),
                     threads=s.threads,
                     batch_size=self.conf.batch_size,
+                    precision=self.conf.precision,
                     num_cpus=s.num_cpus,
                     num_gpus=s.num_gpus,
                     node_id=s.node_id,
@@ -186,6 +189,7 @@ class Session:
         sps, source = log.samples_per_second, "loadgen" if log.samples_per_second is not None else None
         if mode == "accuracy" and sps is None and report.wall_seconds > 0:
             sps, source = count / report.wall_seconds, "orch (accuracy run, wall clock of the dispatch)"
+        accuracy = self._score(run_dir, count) if mode == "accuracy" else None
         stored = None
         if mode == "performance" and sps and not rerun:
             stored = self._keep_calibration(sps, outcome.issued, load_before)
@@ -212,7 +216,7 @@ class Session:
             result_valid=log.result_valid if mode == "performance" else None,
             invalid_reasons=log.unmet if mode == "performance" else [],
             loadgen_errors=log.errors,
-            accuracy=self._score(run_dir, count) if mode == "accuracy" else None,
+            accuracy=accuracy,
             system=self.placement.system,
             nodes=len({s.node for s in self.slots}),
             workers=len(self.slots),
@@ -232,6 +236,17 @@ class Session:
             finished_at=now(),
             calibration_stored=stored,
             rerun=rerun,
+            precision=self.inputs.variant.precision if self.inputs.variant else conf.precision,
+            model_variant=self.inputs.variant.record() if self.inputs.variant else None,
+            layout={
+                **(self.inputs.layout or {}),
+                "workers": len(self.slots),
+                "workers_per_node": conf.workers_per_node if conf.cluster_nodes else None,
+                "threads": sorted({s.threads for s in self.slots}),
+                "batch_size": conf.batch_size,
+                "chunk_size": conf.chunk_size,
+            },
+            accuracy_target=self._guard(accuracy, count, run_dir) if mode == "accuracy" else None,
         )
         record.write(run_dir / RUN_FILE)  # run.json last: its presence marks a complete run
         return record
@@ -350,6 +365,19 @@ class Session:
             write_accuracy_txt(run_dir / "accuracy.txt", score, log_sha256=digest)
         return AccuracyScore(exact_match=score.exact_match, f1=score.f1, examples_scored=score.examples_scored,
                              examples_total=score.examples_total, log_sha256=digest, partial=partial, note=note)
+
+    def _guard(self, accuracy: AccuracyScore | None, count: int, run_dir: Path) -> dict[str, Any] | None:
+        """Record this accuracy figure and judge it against the fp32 model's (orchestrator.tune.guard)."""
+        from orchestrator.tune.guard import accuracy_target
+
+        variant = self.inputs.variant
+        if variant is None or accuracy is None:
+            return None
+        return accuracy_target(
+            precision=variant.precision, model_sha256=variant.sha256, source_sha256=variant.source_sha256,
+            features_key=self.inputs.features_key, count=count, f1=accuracy.f1, exact_match=accuracy.exact_match,
+            examples_scored=accuracy.examples_scored, run_dir=str(run_dir),
+        )  # fmt: skip
 
     def _per_node(self, report) -> list[NodeRun]:
         nodes: dict[str, dict[str, Any]] = {}

@@ -193,8 +193,16 @@ def results_table(summary: dict[str, Any]) -> Table:
         table.add_row("accuracy", text)
     elif accuracy and accuracy.get("note"):
         table.add_row("accuracy", accuracy["note"])
+    target = summary.get("accuracy_target")
+    if target:
+        table.add_row("accuracy target", f"{target.get('meets') or 'NOT bert-99'}: {target.get('reason')}")
     if summary.get("model_note"):
         table.add_row("model", summary["model_note"])
+    if summary.get("precision") and summary["precision"] != "fp32":
+        table.add_row("precision", summary["precision"])
+    layout = summary.get("layout") or {}
+    if layout.get("source") == "tuned":
+        table.add_row("tuned layout", str(layout.get("message") or layout.get("path")))
     backend = summary["backend"]
     if backend == "auto":
         backend += f" ({', '.join(summary.get('backends') or [])})"

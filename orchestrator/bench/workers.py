@@ -37,6 +37,7 @@ class WorkerSpec:
     threads: int | None
     batch_size: int
     num_cpus: float
+    precision: str = "fp32"  # the worker builds (or finds in its node's cache) this variant of model_path
     num_gpus: float = 0.0
     node_id: str | None = None  # Ray node to pin the actor to (None: anywhere)
     kill_after_chunks: int | None = None  # test hook: SIGKILL itself before chunk N+1
@@ -64,7 +65,13 @@ class InferenceWorker:
             # Compile every engine now, before loadgen's clock starts, so a
             # performance run does not time the compilation.
             self.backend.eager = True
-        self.backend.load(Path(spec.model_path), threads=spec.threads, batch_size=spec.batch_size)
+        model_path = Path(spec.model_path)
+        if spec.precision != "fp32":
+            from orchestrator.models.precision import prepare_variant
+
+            model_path = prepare_variant(model_path, spec.precision, features=features).path
+        self.model_path = model_path
+        self.backend.load(model_path, threads=spec.threads, batch_size=spec.batch_size)
         self.remove_padding = capabilities.variable_seq_length and self.backend.fixed_seq_length is None
         self.chunks_done = 0
 

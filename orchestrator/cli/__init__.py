@@ -46,6 +46,7 @@ _COMMAND_MODULES: list[str] = [
     "orchestrator.cli.deploy_cmd",
     "orchestrator.cli.report_cmd",
     "orchestrator.cli.up_cmd",
+    "orchestrator.cli.tune_cmd",
 ]
 
 

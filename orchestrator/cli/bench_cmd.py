@@ -18,6 +18,7 @@ from orchestrator.cli import app, state
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes to run on (default: 1 locally, every capable node of --inventory); locally, N workers sharing this machine's CPUs."),
     backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime | onnxruntime-cuda | deepsparse | synthetic[:rate=9500,overhead_ms=0,per_node=1] (modelled answer times, no inference, never a submission) | auto (each node's profile; default with --inventory, else onnxruntime)."),
     inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help="Run on the cluster `orch deploy` set up from this inventory."),
@@ -33,7 +34,10 @@ def bench(
     vocab: Optional[Path] = typer.Option(None, "--vocab", help="BERT vocab.txt (default: the model's)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Inference threads per worker (default: its share of the CPUs)."),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Samples per dispatched chunk (default: 4 batches)."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Samples per dispatched chunk (default: sized for each worker's rate)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | int8 | int8-dynamic | int8-static | fp16 (CUDA) | bf16 (refused: no backend runs it)."),
+    workers_per_node: int = typer.Option(1, "--workers-per-node", help="With --inventory: workers on each CPU node (locally, --nodes is the workers)."),
+    tuned: bool = typer.Option(True, "--tuned/--no-tuned", help="Use the layout `orch tune` stored for this system (flags given override it)."),
     target_qps: Optional[float] = typer.Option(None, "--target-qps", help="Expected samples/s of a valid run (default: measured, see README)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: ./orch-runs/<time>-<mode>)."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier orch run in --out (never a folder orch did not make)."),
@@ -81,6 +85,10 @@ def bench(
         system_meta=meta,
         system_meta_source=str(system_meta) if system_meta else None,
         allow_invalid=allow_invalid,
+        precision=precision,
+        workers_per_node=workers_per_node,
+        tuned="auto" if tuned else "off",
+        given=_given_flags(ctx),
     )
     if inventory is not None:
         from orchestrator.bench.on_cluster import run_on_inventory
@@ -113,6 +121,20 @@ def _report(summary: dict, skip: bool) -> None:
         from orchestrator.cli.report_cmd import report_after_bench
 
         summary["report"] = report_after_bench(summary, command=summary.get("controller_command"))
+
+
+def _given_flags(ctx) -> tuple[str, ...]:
+    """The layout flags given on the command line (they beat a tuned layout), from the parser's own record."""
+    from orchestrator.tune.layout import CLUSTER_FLAGS, FLAGS
+
+    wanted = set(FLAGS.values()) | set(CLUSTER_FLAGS.values())
+    given = []
+    for param in ctx.command.params:
+        flag = param.opts[0] if param.opts else None
+        source = ctx.get_parameter_source(param.name)
+        if flag in wanted and source is not None and source.name != "DEFAULT":
+            given.append(flag)
+    return tuple(sorted(given))
 
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:

@@ -13,7 +13,7 @@ No torch is needed: the graph is written node by node.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,59 +93,36 @@ def _layer_norm(g: _Graph, x: str, weights: Mapping[str, np.ndarray], prefix: st
 
 
 def _gelu(g: _Graph, x: str) -> str:
-    # Exact (erf) GELU, as BERT's "gelu": 0.5 * x * (1 + erf(x / sqrt(2))).
-    inv_sqrt2 = g.const("const_inv_sqrt2", np.array(1.0 / math.sqrt(2.0), np.float32))
+    # Exact (erf) GELU, as BERT's "gelu", written in the order PyTorch exports it,
+    # (x * (1 + erf(x / sqrt 2))) * 0.5: ONNX Runtime fuses this form into one Gelu
+    # kernel, and DeepSparse 1.8 fuses only this form.
+    sqrt2 = g.const("const_sqrt2", np.array(math.sqrt(2.0), np.float32))
     one = g.const("const_one_f32", np.array(1.0, np.float32))
     half = g.const("const_half_f32", np.array(0.5, np.float32))
-    erf = g.op("Erf", [g.op("Mul", [x, inv_sqrt2])])
-    return g.op("Mul", [g.op("Mul", [x, half]), g.op("Add", [erf, one])])
+    erf = g.op("Erf", [g.op("Div", [x, sqrt2])])
+    return g.op("Mul", [g.op("Mul", [x, g.op("Add", [erf, one])]), half])
 
 
-def build_bert_qa_model(
-    weights: Mapping[str, np.ndarray],
-    config: BertConfig,
-    qa_weight: np.ndarray,
-    qa_bias: np.ndarray,
-    *,
-    graph_name: str = "bert_qa",
-):
-    """Build the ONNX model of a BERT encoder with a linear start/end head.
+def _encoder(g: _Graph, weights: Mapping[str, np.ndarray], config: BertConfig, *, token_types: bool = True) -> list[str]:
+    """Embeddings and every encoder layer; the hidden state after each, as [batch * seq, hidden] rows.
 
-    Args:
-        weights: encoder tensors by Hugging Face ``BertModel`` name.
-        config: the encoder's shape.
-        qa_weight: [2, hidden] weight of the question-answering head
-            (row 0 gives start logits, row 1 end logits).
-        qa_bias: [2] bias of that head.
-        graph_name: the ONNX graph's name.
-
-    Returns:
-        An ``onnx.ModelProto`` (checked with ``onnx.checker``).
-
-    Raises:
-        KeyError: a tensor the config calls for is missing from ``weights``.
-        ValueError: the config asks for an activation other than exact GELU.
+    Element 0 is the embeddings' LayerNorm output, element i the output of layer i.
     """
-    import onnx
-    from onnx import TensorProto, helper
-
     if config.hidden_act != "gelu":
         raise ValueError(f"only the exact 'gelu' activation is supported, not {config.hidden_act!r}")
+    from onnx import TensorProto
+
     hidden = config.hidden_size
     heads = config.num_attention_heads
     head_dim = hidden // heads
     eps = config.layer_norm_eps
-    g = _Graph()
 
     # Embeddings: word + position (0..seq-1) + token type, then LayerNorm.
     word = g.const("embeddings.word_embeddings.weight", np.asarray(weights["embeddings.word_embeddings.weight"], np.float32))
     pos = g.const(
         "embeddings.position_embeddings.weight", np.asarray(weights["embeddings.position_embeddings.weight"], np.float32)
     )
-    typ = g.const(
-        "embeddings.token_type_embeddings.weight",
-        np.asarray(weights["embeddings.token_type_embeddings.weight"], np.float32),
-    )
+    type_table = np.asarray(weights["embeddings.token_type_embeddings.weight"], np.float32)
     # Rows 0..seq-1 of the position table, sliced by the input's own length (a 1-D
     # Shape slice: ORT's optimizer mishandled a Gather of a scalar index + Range).
     seq_len = g.op("Shape", ["input_ids"], start=1, end=2)
@@ -155,10 +132,23 @@ def build_bert_qa_model(
         "Add",
         [
             g.op("Add", [g.op("Gather", [word, "input_ids"], axis=0), position_rows]),
-            g.op("Gather", [typ, "segment_ids"], axis=0),
+            # token_types=False: every token gets type 0 (an encoder fine-tuned on single
+            # segments, like all-MiniLM-L6-v2, never trained its type-1 row).
+            g.op("Gather", [g.const("embeddings.token_type_embeddings.weight", type_table), "segment_ids"], axis=0)
+            if token_types
+            else g.const("embeddings.token_type_embeddings.row0", type_table[0]),
         ],
     )
     x = _layer_norm(g, emb, weights, "embeddings.LayerNorm", eps)
+    # The encoder runs on [batch * seq, hidden] rows: a 2-D MatMul + bias Add is one
+    # Gemm for ONNX Runtime (bias inside the kernel), and the residual Add +
+    # LayerNormalization one SkipLayerNormalization. Attention alone needs
+    # [batch, seq, heads, head_dim]; the hidden states handed out are [batch, seq, hidden].
+    batch_seq = g.op("Shape", ["input_ids"])
+    rows_shape = g.const("const_rows_shape", np.array([-1, hidden], np.int64))
+    heads_shape = g.op("Concat", [batch_seq, g.const("const_heads_dims", np.array([heads, head_dim], np.int64))], axis=0)
+    x = g.op("Reshape", [x, rows_shape])
+    states = [x]
 
     # Extended attention mask [batch, 1, 1, seq]: 0 for real tokens, -10000 for padding.
     mask_f = g.op("Cast", ["input_mask"], to=TensorProto.FLOAT)
@@ -167,26 +157,130 @@ def build_bert_qa_model(
     ext_mask = g.op("Mul", [g.op("Sub", [one_f, mask_f]), mask_value])
     ext_mask = g.op("Unsqueeze", [ext_mask, g.const("const_axes_1_2", np.array([1, 2], np.int64))])
 
-    split_heads = g.const("const_split_heads", np.array([0, 0, heads, head_dim], np.int64))
-    merge_heads = g.const("const_merge_heads", np.array([0, 0, hidden], np.int64))
     scale = g.const("const_attention_scale", np.array(1.0 / math.sqrt(head_dim), np.float32))
 
     for i in range(config.num_hidden_layers):
         p = f"encoder.layer.{i}"
-        q = g.op("Transpose", [g.op("Reshape", [_linear(g, x, weights, f"{p}.attention.self.query"), split_heads])], perm=[0, 2, 1, 3])
-        k = g.op("Transpose", [g.op("Reshape", [_linear(g, x, weights, f"{p}.attention.self.key"), split_heads])], perm=[0, 2, 3, 1])
-        v = g.op("Transpose", [g.op("Reshape", [_linear(g, x, weights, f"{p}.attention.self.value"), split_heads])], perm=[0, 2, 1, 3])
+        q = g.op("Transpose", [g.op("Reshape", [_linear(g, x, weights, f"{p}.attention.self.query"), heads_shape])], perm=[0, 2, 1, 3])
+        k = g.op("Transpose", [g.op("Reshape", [_linear(g, x, weights, f"{p}.attention.self.key"), heads_shape])], perm=[0, 2, 3, 1])
+        v = g.op("Transpose", [g.op("Reshape", [_linear(g, x, weights, f"{p}.attention.self.value"), heads_shape])], perm=[0, 2, 1, 3])
         scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), ext_mask])
         probs = g.op("Softmax", [scores], axis=-1)
-        context = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3]), merge_heads])
+        context = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3]), rows_shape])
         attn = _linear(g, context, weights, f"{p}.attention.output.dense")
         x = _layer_norm(g, g.op("Add", [attn, x]), weights, f"{p}.attention.output.LayerNorm", eps)
         inter = _gelu(g, _linear(g, x, weights, f"{p}.intermediate.dense"))
         out = _linear(g, inter, weights, f"{p}.output.dense")
         x = _layer_norm(g, g.op("Add", [out, x]), weights, f"{p}.output.LayerNorm", eps)
+        states.append(x)
+    return states
+
+
+def _check_layers(layers: Sequence[int], config: BertConfig) -> tuple[int, ...]:
+    layers = tuple(int(i) for i in layers)
+    if not layers or any(not 0 <= i <= config.num_hidden_layers for i in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"head layers {layers} must be distinct indexes in 0..{config.num_hidden_layers}")
+    return layers
+
+
+def _concat_states(g: _Graph, states: list[str], layers: tuple[int, ...]) -> str:
+    """The chosen states side by side, back in [batch, seq, hidden * len(layers)]."""
+    rows = states[layers[0]] if len(layers) == 1 else g.op("Concat", [states[i] for i in layers], axis=-1)
+    shape = g.op("Concat", [g.op("Shape", ["input_ids"]), g.const("const_minus_one_1d", np.array([-1], np.int64))], axis=0)
+    return g.op("Reshape", [rows, shape])
+
+
+def _window(g: _Graph, x: str, window: int) -> str:
+    """Each position's vector followed by its neighbours' (-r..+r), zeros past the real tokens.
+
+    The same layout as ``head_fit.window_states``: padded positions are zeroed
+    first, so a sample's logits do not depend on its batch-mates' lengths.
+    """
+    if window == 1:
+        return x
+    from onnx import TensorProto
+
+    radius = window // 2
+    mask = g.op("Unsqueeze", [g.op("Cast", ["input_mask"], to=TensorProto.FLOAT), g.const("const_axes_last", np.array([-1], np.int64))])
+    x = g.op("Mul", [x, mask])
+    pads = g.const(f"const_window_pads_{radius}", np.array([0, radius, 0, 0, radius, 0], np.int64))
+    padded = g.op("Pad", [x, pads])
+    axis = g.const("const_axis_1", np.array([1], np.int64))
+    blocks = []
+    for k in range(window):
+        start = g.const(f"const_start_{k}", np.array([k], np.int64))
+        end_value = -(2 * radius - k) if 2 * radius - k > 0 else np.iinfo(np.int64).max
+        end = g.const(f"const_end_{k}_{radius}", np.array([end_value], np.int64))
+        blocks.append(g.op("Slice", [padded, start, end, axis]))
+    return g.op("Concat", blocks, axis=-1)
+
+
+def _finish(g: _Graph, outputs: list, graph_name: str):
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in INPUT_NAMES]
+    graph = helper.make_graph(g.nodes, graph_name, inputs, outputs, initializer=g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="orch")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def build_bert_qa_model(
+    weights: Mapping[str, np.ndarray],
+    config: BertConfig,
+    qa_weight: np.ndarray,
+    qa_bias: np.ndarray,
+    *,
+    head_layers: Sequence[int] | None = None,
+    head_window: int = 1,
+    token_types: bool = True,
+    graph_name: str = "bert_qa",
+):
+    """Build the ONNX model of a BERT encoder with a linear start/end head.
+
+    Args:
+        weights: encoder tensors by Hugging Face ``BertModel`` name.
+        config: the encoder's shape.
+        qa_weight: [2, hidden * len(head_layers) * head_window] weight of the
+            question-answering head (row 0 gives start logits, row 1 end logits).
+        qa_bias: [2] bias of that head.
+        head_layers: the hidden states the head reads, concatenated in this order
+            along the hidden axis (0: the embeddings, i: the output of layer i);
+            default: the last layer only, as BERT's own head.
+        head_window: positions the head reads for each token (odd): itself and
+            (head_window - 1) / 2 neighbours on each side, nearest-left first
+            (``head_fit.window_states``); 1 is BERT's own per-token head.
+        token_types: add each token's type embedding (``segment_ids``); False gives
+            every token type 0 (``segment_ids`` is then read by nothing but the interface).
+        graph_name: the ONNX graph's name.
+
+    Returns:
+        An ``onnx.ModelProto`` (checked with ``onnx.checker``).
+
+    Raises:
+        KeyError: a tensor the config calls for is missing from ``weights``.
+        ValueError: the config asks for an activation other than exact GELU, the
+            head layers are out of range, or the head's shape does not fit them.
+    """
+    from onnx import TensorProto, helper
+
+    layers = _check_layers(head_layers if head_layers is not None else (config.num_hidden_layers,), config)
+    qa_weight = np.asarray(qa_weight, np.float32)
+    if head_window < 1 or head_window % 2 == 0:
+        raise ValueError(f"head_window must be odd and positive, not {head_window}")
+    width = config.hidden_size * len(layers) * head_window
+    if qa_weight.shape != (2, width) or np.shape(qa_bias) != (2,):
+        raise ValueError(
+            f"QA head of shape {qa_weight.shape} / {np.shape(qa_bias)} does not fit layers {layers} "
+            f"with window {head_window} (needs (2, {width}) / (2,))"
+        )
+    g = _Graph()
+    x = _window(g, _concat_states(g, _encoder(g, weights, config, token_types=token_types), layers), head_window)
 
     # QA head: [batch, seq, 2] -> start, end [batch, seq].
-    qa_w = g.const("qa_outputs.weight_t", np.asarray(qa_weight, np.float32).T)
+    qa_w = g.const("qa_outputs.weight_t", qa_weight.T)
     qa_b = g.const("qa_outputs.bias", np.asarray(qa_bias, np.float32))
     logits = g.op("Add", [g.op("MatMul", [x, qa_w]), qa_b])
     last_axis = g.const("const_axis_last", np.array([-1], np.int64))
@@ -195,11 +289,35 @@ def build_bert_qa_model(
     )
     g.op("Squeeze", ["start_3d", last_axis], output=OUTPUT_NAMES[0])
     g.op("Squeeze", ["end_3d", last_axis], output=OUTPUT_NAMES[1])
-
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in INPUT_NAMES]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "seq"]) for n in OUTPUT_NAMES]
-    graph = helper.make_graph(g.nodes, graph_name, inputs, outputs, initializer=g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="orch")
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
+    return _finish(g, outputs, graph_name)
+
+
+STATES_OUTPUT = "states"
+
+
+def build_bert_states_model(
+    weights: Mapping[str, np.ndarray],
+    config: BertConfig,
+    layers: Sequence[int],
+    *,
+    token_types: bool = True,
+    graph_name: str = "bert_states",
+):
+    """The same encoder without a head: the chosen hidden states, concatenated.
+
+    What a head is fitted on (``orchestrator.models.head_fit``): the model's
+    ``STATES_OUTPUT`` is [batch, seq, hidden * len(layers)] float32, the exact
+    input the head of ``build_bert_qa_model(..., head_layers=layers)`` reads.
+
+    Raises:
+        KeyError, ValueError: as ``build_bert_qa_model``.
+    """
+    from onnx import TensorProto, helper
+
+    layers = _check_layers(layers, config)
+    g = _Graph()
+    x = _concat_states(g, _encoder(g, weights, config, token_types=token_types), layers)
+    g.op("Identity", [x], output=STATES_OUTPUT)
+    outputs = [helper.make_tensor_value_info(STATES_OUTPUT, TensorProto.FLOAT, ["batch", "seq", config.hidden_size * len(layers)])]
+    return _finish(g, outputs, graph_name)

@@ -195,6 +195,10 @@ def accuracy_faults(run: Run) -> list[str]:
         faults.append(f"{run.path / DETAIL}: loadgen's QSL had {reported} samples, run.json says {count} were used")
     if run.record.accuracy is None or run.record.f1 is None or run.record.exact_match is None:
         faults.append(f"{run.path / 'run.json'}: no exact_match/f1 (was accuracy scored?)")
+    from orchestrator.tune.guard import submission_faults
+
+    # A reduced precision must meet bert-99 against the model's own fp32 F1 (orch's accuracy guard).
+    faults += [f"{run.path / 'run.json'}: {fault}" for fault in submission_faults(run.meta)]
     log = run.path / ACCURACY_LOG
     if not log.is_file():
         faults.append(f"{log}: missing")

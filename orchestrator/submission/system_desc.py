@@ -293,9 +293,15 @@ def measurements(run_meta: dict[str, Any], overrides: dict[str, Any] | None = No
     known = {
         "bert-large": ("fp32", "none: the MLPerf reference BERT-Large ONNX model as published"),
         "bert-large-int8": ("int8", "quantized to int8 (the MLPerf reference int8 BERT-Large ONNX model as published)"),
-        "demo": ("fp32", "not BERT-Large: orch's demo model, all-MiniLM-L6-v2 weights with an untrained QA head, built by orch"),
+        "demo": ("fp32", "not BERT-Large: orch's demo model, all-MiniLM-L6-v2 weights with a linear QA head orch fitted on SQuAD dev articles, built by orch"),
     }
     weight_types, transformations = known.get(model, (NA, "custom ONNX model given by path; see the README"))
+    variant = run_meta.get("model_variant") or {}
+    if variant.get("precision", "fp32") != "fp32":
+        # orch made a reduced-precision variant: the starting weights are the fp32 file it came from.
+        weights = Path(str(variant.get("source_model_path") or weights)).name
+        weight_types = variant.get("weight_data_types") or weight_types
+        transformations = f"{variant.get('weight_transformations')}; from: {transformations}"
     result = {
         "input_data_types": "int64",
         "retraining": "no",

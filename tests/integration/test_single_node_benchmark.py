@@ -13,9 +13,13 @@ import sys
 
 from tests.conftest import ROOT
 
-# The demo model: 6 layers, hidden 384, FFN 1536, a [384, 2] QA head.
+from orchestrator.models.demo import load_head
+
+# The demo model: 6 layers, hidden 384, FFN 1536, and its fitted QA head ([width, 2] over
+# several layers' states and a window of tokens: see orchestrator/data/demo_qa_head.npz).
 LAYERS, HIDDEN, FFN = 6, 384, 1536
-DENSE_PER_TOKEN = LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN) + HIDDEN * 2
+HEAD_WIDTH = load_head().weight.shape[1]
+DENSE_PER_TOKEN = LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN) + HEAD_WIDTH * 2
 
 
 def test_single_node_benchmark_runs_and_counts_the_model(squad_part):

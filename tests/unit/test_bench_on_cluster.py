@@ -53,7 +53,10 @@ def _non_default(name, field):
     annotation = field.annotation
     if typing.get_origin(annotation) is typing.Literal:
         return next(v for v in typing.get_args(annotation) if v != field.default)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if typing.get_origin(annotation) in (tuple, dict):  # not a Union: the container itself
+        args = [annotation]
+    else:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     kind = args[0]
     origin = typing.get_origin(kind)
     if kind is bool:
@@ -63,13 +66,13 @@ def _non_default(name, field):
     if kind is float:
         return 3.5
     if kind is str:
-        return f"x-{name}"
+        return {"precision": "int8", "tuned": "off-but-not-default"}.get(name, f"x-{name}")
     if kind is Path:
         return Path(f"/p/{name}")
     if origin is dict:
         return {"host_memory_capacity": "64 GB"}
     if origin is tuple:
-        return ("n1", "n2")
+        return ("n1", "n2") if name == "cluster_nodes" else ("--batch-size",)
     raise AssertionError(f"no test value for BenchConfig.{name}: {annotation}")
 
 

@@ -1,0 +1,87 @@
+"""Reduced precision on the real path: int8 logits near fp32's, and the guard refusing a degraded variant."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from orchestrator.backends import get_backend
+from orchestrator.backends.batching import predict
+from orchestrator.bench.config import BenchConfig
+from orchestrator.bench.runner import run_bench
+from orchestrator.models import demo, precision
+from orchestrator.squad.library import load_features
+from orchestrator.tune.guard import GuardError
+
+# Features spread over the whole part (short and long ones), run at their real lengths.
+ROWS = np.linspace(0, 5146, 48).round().astype(int)
+
+
+def _logits(model_path, features):
+    backend = get_backend("onnxruntime")
+    backend.load(model_path, threads=2, batch_size=4)
+    f = features
+    return predict(backend, f.input_ids[ROWS], f.input_mask[ROWS], f.segment_ids[ROWS], f.lengths[ROWS], batch_size=4)
+
+
+@pytest.mark.parametrize("method", ["int8-dynamic", "int8-static"])
+def test_int8_logits_agree_with_fp32_on_real_features(squad_part, method):
+    features = load_features(squad_part, demo.demo_vocab_path())
+    fp32 = demo.demo_model_path()
+    variant = precision.prepare_variant(fp32, method, features=features)
+    assert variant.precision == method and variant.source_sha256 != variant.sha256
+    assert variant.path != fp32 and _ops(variant.path) & {"MatMulInteger", "QuantizeLinear"}
+    again = precision.prepare_variant(fp32, method, features=features)  # cached: built once
+    assert again.path == variant.path and again.path.stat().st_mtime_ns == variant.path.stat().st_mtime_ns
+
+    ref, low = _logits(fp32, features), _logits(variant.path, features)
+    real = features.input_mask[ROWS].astype(bool)
+    diff = np.abs(low[real] - ref[real])
+    spread = float(ref[real].std())
+    # Stated tolerance: the mean error on real tokens is under 10% of the fp32 logits' spread,
+    # the worst under 75% of it, and the best start and end positions agree on >= 80% of features.
+    assert diff.mean() < 0.10 * spread, (diff.mean(), spread)
+    assert diff.max() < 0.75 * spread, (diff.max(), spread)
+    agree = np.mean(np.argmax(low[..., 0], 1) == np.argmax(ref[..., 0], 1)) + np.mean(np.argmax(low[..., 1], 1) == np.argmax(ref[..., 1], 1))
+    assert agree / 2 >= 0.80, agree / 2
+
+
+def _ops(path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_the_guard_refuses_a_variant_degraded_on_purpose(squad_part, tmp_path, monkeypatch):
+    """An int8 variant whose QA head was scrambled after quantizing: its F1 falls, the guard says so, submission is refused."""
+    real_build = precision._build
+
+    def degraded_build(source, name, out, features):
+        real_build(source, name, out, features)
+        model = onnx.load(str(out))
+        for init in model.graph.initializer:
+            if init.name.startswith("qa_outputs.weight"):
+                w = numpy_helper.to_array(init)
+                rng = np.random.default_rng(0)
+                init.CopyFrom(numpy_helper.from_array((w + rng.normal(0, 3 * w.std(), w.shape)).astype(w.dtype), init.name))
+        onnx.save_model(model, str(out))
+
+    monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "cache"))  # its own variants and accuracy records
+    monkeypatch.setattr(precision, "_build", degraded_build)
+    common = dict(mode="accuracy", execution="test", count=300, partial_accuracy=True, dataset=squad_part, nodes=1,
+                  batch_size=4, force=True)
+    unknown = run_bench(BenchConfig(precision="int8-dynamic", out=tmp_path / "int8-first", **common))
+    assert unknown["accuracy_target"]["meets"] is None and unknown["accuracy_target"]["reason"].startswith("unknown")
+
+    fp32 = run_bench(BenchConfig(precision="fp32", out=tmp_path / "fp32", **common))
+    assert fp32["accuracy_target"]["meets"] == "bert-99.9" and fp32["accuracy"]["f1"] > 10
+    bad = run_bench(BenchConfig(precision="int8-dynamic", out=tmp_path / "int8", **common))
+    assert bad["accuracy"]["f1"] < 0.99 * fp32["accuracy"]["f1"], (bad["accuracy"], fp32["accuracy"])
+    assert bad["accuracy_target"]["meets"] is None and "below bert-99" in bad["accuracy_target"]["reason"]
+    assert bad["model_variant"]["source_model_sha256"] == fp32["model_variant"]["model_sha256"]
+
+    with pytest.raises(GuardError, match="precision int8-dynamic: F1 .* below bert-99"):
+        run_bench(BenchConfig(precision="int8-dynamic", mode="submission", execution="test", count=300, dataset=squad_part,
+                              partial_accuracy=True, nodes=1, batch_size=4, submitter="Test", out=tmp_path / "sub"))  # fmt: skip
+    [failed] = tmp_path.glob("sub.failed-*")
+    assert (failed / "accuracy" / "run.json").is_file() and not (failed / "performance").exists()  # refused before it
