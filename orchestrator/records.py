@@ -145,6 +145,9 @@ class BenchConfig(Record):
     count: int | None = None
     duration: float | None = None  # test mode, performance: a query of about this many seconds
     partial_accuracy: bool = False  # accuracy on --count samples only, marked PARTIAL
+    # Test-mode performance: the QSL is the whole data set and the query --count samples that
+    # loadgen draws from all of it (a calibration: a prefix of the data set has other lengths).
+    whole_qsl: bool = False
     model: str = "demo"
     dataset: Path | None = None
     vocab: Path | None = None
@@ -386,6 +389,7 @@ class Calibration(Record):
     run_command: str = ""
     load_before: float | None = None  # 1-minute load average before the run (busy machines)
     cpus: int | None = None
+    qsl_samples: int | None = None  # the features loadgen drew the query from (the whole data set)
 
 
 # --- one loadgen run handed to a process of its own ---------------------------------

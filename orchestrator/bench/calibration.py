@@ -57,8 +57,16 @@ def load_average() -> float | None:
         return None
 
 
-def why_not_kept(samples: int, seconds: float, load_before: float | None, cpus: int | None) -> str | None:
+def why_not_kept(
+    samples: int, seconds: float, load_before: float | None, cpus: int | None,
+    qsl_samples: int | None = None, total: int | None = None,
+) -> str | None:
     """Why a measurement must not size a valid run (None when it may)."""
+    if qsl_samples is not None and total is not None and qsl_samples < total:
+        # A valid run draws from every feature; the first N have other lengths (the first 1,200
+        # of the 10,833-feature file ran at 24.9 samples/s, the whole file at about 15).
+        return (f"it drew from the first {qsl_samples:,} of the data set's {total:,} features, "
+                "and a valid run draws from all of them (other lengths, another rate)")
     if seconds < MIN_SECONDS and samples < MIN_SAMPLES:
         return (f"{samples} samples in {seconds:.1f} s is too short to be steady "
                 f"(needs {MIN_SAMPLES} samples or {MIN_SECONDS:.0f} s)")
@@ -79,13 +87,15 @@ def store(
     command: str = "",
     load_before: float | None = None,
     cpus: int | None = None,
+    qsl_samples: int | None = None,
+    total: int | None = None,
 ) -> tuple[Calibration | None, str]:
     """Keep a measured throughput when it is fit to size a valid run.
 
     Returns:
         (the stored calibration or None, one line saying what was done and why).
     """
-    reason = why_not_kept(samples, seconds, load_before, cpus)
+    reason = why_not_kept(samples, seconds, load_before, cpus, qsl_samples, total)
     if reason is not None:
         return None, f"not kept as a calibration: {reason}"
     cal = Calibration(
@@ -100,6 +110,7 @@ def store(
         run_command=command,
         load_before=load_before,
         cpus=cpus,
+        qsl_samples=qsl_samples,
     )
     cal.write(_path(system, layout, dataset_key))
     return cal, f"kept as the calibration for valid runs of this layout ({samples_per_second:.2f} samples/s)"

@@ -119,7 +119,7 @@ def sample_count(conf: BenchConfig, available: int, *, dataset: Path, mode: str)
     """
     if conf.execution == "valid" or (mode == "accuracy" and not conf.partial_accuracy):
         return available
-    if mode == "performance" and conf.duration is not None:
+    if mode == "performance" and (conf.duration is not None or conf.whole_qsl):
         return available
     if conf.count is None:
         return available if mode == "accuracy" else min(available, TEST_DEFAULT_COUNT_CAP)
@@ -138,6 +138,8 @@ def query_count(conf: BenchConfig, qsl_count: int, mode: str) -> int | None:
     when loadgen sizes it (valid mode, ``--duration``, accuracy runs)."""
     if mode != "performance" or conf.execution == "valid" or conf.duration is not None:
         return None
+    if conf.whole_qsl and conf.count:
+        return conf.count  # drawn at random from the whole data set, fewer samples than it holds
     return max(conf.count or 0, qsl_count)
 
 
@@ -170,7 +172,7 @@ def user_conf(
             "# TEST MODE: a short run on a subset; NOT valid for an MLPerf submission.",
             f"bert.Offline.target_qps = {_fmt(target_qps)}",
             f"bert.Offline.min_duration = {min_duration}",
-            f"bert.Offline.min_query_count = {count if duration else max(count, query_count or 0)}",
+            f"bert.Offline.min_query_count = {count if duration else (query_count or count)}",
             f"bert.Offline.performance_sample_count_override = {count}",
         ]
     else:

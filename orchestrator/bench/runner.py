@@ -232,9 +232,12 @@ def _valid_target(job: RunJob, inputs, placement, live) -> TargetQps:
 
 
 def _calibrate(job: RunJob, inputs, live) -> tuple[float, str]:
-    """A short test-mode performance run, in its own process, that measures samples/s (and stores it when fit)."""
+    """A short test-mode performance run, in its own process, that measures samples/s (and stores it when fit).
+
+    Its query is drawn by loadgen from the whole data set, as the valid run's will be.
+    """
     count = min(inputs.total, max(calibration.CALIBRATION_SAMPLES, calibration.MIN_SAMPLES))
-    conf = job.conf.replace(mode="performance", execution="test", count=count, target_qps=None, out=None)
+    conf = job.conf.replace(mode="performance", execution="test", count=count, whole_qsl=True, target_qps=None, out=None)
     with tempfile.TemporaryDirectory(prefix="orch-calibration-") as tmp:
         probe = job.model_copy(update={"conf": conf, "mode": "performance", "run_dir": tmp,
                                        "target": _fixed_target(conf, inputs, "performance")})

@@ -192,7 +192,7 @@ class Session:
         accuracy = self._score(run_dir, count) if mode == "accuracy" else None
         stored = None
         if mode == "performance" and sps and not rerun:
-            stored = self._keep_calibration(sps, outcome.issued, load_before)
+            stored = self._keep_calibration(sps, outcome.issued, load_before, qsl_samples=count)
         record = RunRecord(
             orch_version=__version__,
             command=conf.command,
@@ -330,13 +330,13 @@ class Session:
         spec = self.synthetic_spec()
         return spec.rate * len(self.slots) if spec else None
 
-    def _keep_calibration(self, sps: float, issued: int, load_before: float | None) -> str:
+    def _keep_calibration(self, sps: float, issued: int, load_before: float | None, *, qsl_samples: int) -> str:
         """Every performance run may size later valid runs, if it is fit to: one line saying what was done."""
         _, said = calibration.store(
             self.placement.system, self.layout(), self.inputs.features_key,
             samples_per_second=sps, samples=issued, seconds=issued / sps,  # loadgen's own timed duration
             source=f"{self.conf.execution} run", command=self.conf.command, load_before=load_before,
-            cpus=_cpu_count(),
+            cpus=_cpu_count(), qsl_samples=qsl_samples, total=self.inputs.total,
         )  # fmt: skip
         return said
 

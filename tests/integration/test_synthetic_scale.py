@@ -98,3 +98,24 @@ def test_orch_up_keeps_ray_and_the_workers_between_runs(tmp_path):
     # With it down, a run starts its own Ray again.
     alone = bench_json("--backend", "synthetic:rate=50000", "--count", "5000", "--out", str(tmp_path / "alone"))
     assert alone["startup"]["ray"] == "embedded"
+
+
+def test_a_calibration_probe_draws_its_query_from_the_whole_data_set(tmp_path, squad_part):
+    """The query that calibrates a valid run is drawn by loadgen from every feature, not the first N."""
+    from orchestrator.bench.config import BenchConfig
+    from orchestrator.bench.runner import run_bench
+    from orchestrator.records import Faults
+
+    result = run_bench(
+        BenchConfig(backend="synthetic:rate=20000,overhead_ms=0.1", nodes=2, count=1024, whole_qsl=True,
+                    dataset=squad_part, out=tmp_path / "probe"),
+        faults=Faults(log_all_responses=True),
+    )  # fmt: skip
+    run_dir = Path(result["run_dir"])
+    values, errors = read_detail(run_dir / "mlperf_log_detail.txt")
+    assert values["generated_samples_per_query"] == 1024 and errors == []
+    assert values["qsl_reported_total_count"] == result["total_sample_count"] == 5147
+    drawn = [entry["qsl_idx"] for entry in json.loads((run_dir / "mlperf_log_accuracy.json").read_text())]
+    assert len(drawn) == 1024 and max(drawn) >= 1024  # beyond the first 1,024: the whole QSL
+    assert sum(i >= 2573 for i in drawn) > 300  # and both halves of it (uniform: ~512 each)
+    assert "drew from the first" not in (result.get("calibration_stored") or "")  # not refused as a prefix

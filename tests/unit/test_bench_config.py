@@ -87,6 +87,30 @@ def test_sample_count():
         count(partial, 44, dataset=data, mode="accuracy")
 
 
+def test_a_calibration_query_is_drawn_from_the_whole_data_set():
+    data = Path("/d.json")
+    probe = cfg.BenchConfig(count=1024, whole_qsl=True)
+    assert cfg.sample_count(probe, 10833, dataset=data, mode="performance") == 10833
+    assert cfg.query_count(probe, 10833, "performance") == 1024
+    text = cfg.user_conf(execution="test", count=10833, target_qps=1000.0, query_count=1024)
+    assert "min_query_count = 1024\n" in text and "performance_sample_count_override = 10833\n" in text
+
+
+def test_a_run_on_a_prefix_of_the_data_set_is_no_calibration(tmp_path, monkeypatch):
+    from orchestrator.bench import calibration
+    from orchestrator.records import Layout
+
+    monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path))
+    layout = Layout(backend="onnxruntime", model_sha256="0" * 64, precision="fp32", nodes=2, workers_per_node=1,
+                    threads=None, batch_size=8, chunk_size=None)
+    steady = dict(samples_per_second=24.9, samples=1200, seconds=48.2, source="test run", load_before=0.1, cpus=2)
+    cal, said = calibration.store("vm", layout, "k", qsl_samples=1200, total=10833, **steady)
+    assert cal is None and calibration.load("vm", layout, "k") is None
+    assert "first 1,200 of the data set's 10,833 features" in said
+    cal, said = calibration.store("vm", layout, "k", qsl_samples=10833, total=10833, **steady)
+    assert cal is not None and cal.qsl_samples == 10833 and calibration.load("vm", layout, "k") == cal
+
+
 def test_user_conf_query_beyond_the_qsl_and_duration_golden():
     assert cfg.user_conf(execution="test", count=5147, target_qps=1800000.0, query_count=2000000) == (
         "# user.conf written by orch\n"
