@@ -280,7 +280,9 @@ class Rerun(Record):
     first_target_qps: float
     first_seconds: float
     new_target_qps: float
-    first_run_dir: str  # where the first attempt's logs were kept
+    # Where the first attempt's logs were kept, relative to this run.json's folder (a path that
+    # stays true when the run folder is renamed from .NAME.partial to NAME, or moved).
+    first_run_dir: str
 
 
 class AccuracyScore(Record):

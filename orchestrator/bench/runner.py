@@ -17,6 +17,7 @@ loadgen needs one), keep or fail the run directory, assemble a submission.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -275,7 +276,7 @@ def _valid_performance(job: RunJob, inputs, placement, live, run_dir: Path) -> R
         first_target_qps=target.value,
         first_seconds=round(record.issued_samples / measured, 1) if measured else 0.0,
         new_target_qps=new_target,
-        first_run_dir=str(first),
+        first_run_dir=os.path.relpath(first, run_dir),
     )
     again = perf_job.model_copy(update={
         "conf": job.conf.replace(is_rerun=True),

@@ -236,6 +236,8 @@ def test_a_valid_run_too_short_for_600_s_is_run_again_once_sized_from_what_it_me
     assert (first / "mlperf_log_summary.txt").read_text() == "attempt 1\n"
     assert (Path(job.run_dir) / "mlperf_log_summary.txt").read_text() == "attempt 2\n"
     assert (Path(job.run_dir) / ".orch-run.json").is_file()
+    # Said relative to the run's folder: still true after .run.partial is renamed to run.
+    assert record.rerun.first_run_dir == "first-attempt"
 
 
 @pytest.mark.parametrize("changes", [
