@@ -229,6 +229,18 @@ def results_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _valid_estimate(summary: dict[str, Any]) -> str:
+    """How long a valid submission of this layout takes, from this run's rate: the accuracy part
+    answers every feature once, the performance part runs 600 s or more (loadgen's minimum, and
+    1.1 x the rate asks for ~660 s)."""
+    sps, total = summary.get("samples_per_second"), summary.get("total_sample_count")
+    if not sps or not total:
+        return " (the accuracy part answers every feature once, then 600 s or more of performance)"
+    seconds = total / sps + 660
+    return (f" (about {seconds / 60:.0f} minutes or more: {total:,} features at the {sps:.1f} samples/s "
+            "measured here, then 600 s or more of performance)")
+
+
 def next_steps(summary: dict[str, Any]) -> list[str]:
     """What to run next, as commands (printed after the table)."""
     if summary.get("mode") == "submission":
@@ -244,7 +256,7 @@ def next_steps(summary: dict[str, Any]) -> list[str]:
         return ["the performance part: the same command with --mode performance, or --mode submission for both and the tree"]
     if summary.get("execution") == "test":
         return ["accuracy: the same command with --mode accuracy",
-                "a valid submission: --mode submission --execution valid --submitter NAME (about 12 minutes or more)"]
+                "a valid submission: --mode submission --execution valid --submitter NAME" + _valid_estimate(summary)]
     return ["with an accuracy run of the same layout: orch submit PERF_DIR ACC_DIR --submitter NAME --system-name NAME"]
 
 
