@@ -59,6 +59,28 @@ class Startup:
         return {**self.marks, "ray": self.ray, "workers_reused": self.workers_reused}
 
 
+def peak_rss_bytes(status: str = "/proc/self/status") -> int:
+    """This process's own peak resident memory, in bytes.
+
+    ``getrusage``'s ``ru_maxrss`` is not that: Linux keeps the larger of it
+    and the parent's peak across fork and exec, so a driver started by a
+    larger process (``benchmarks/driver_scale.py``, a valid run's child)
+    reports its parent's peak as its own (measured: a child of a 311 MB
+    parent said 311 MB; its VmHWM, 11 MB). VmHWM in /proc belongs to this
+    process's memory alone; ``ru_maxrss`` is the fallback where /proc is absent.
+    """
+    try:
+        with open(status, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
 def percentiles_ms(seconds: list[float]) -> dict[str, float] | None:
     """p50/p90/p99/max of a list of durations, in milliseconds (None when empty)."""
     if not seconds:

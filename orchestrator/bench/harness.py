@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from orchestrator.bench import driver_stats
 from orchestrator.bench.chunking import QueryChunks, Sizing
 from orchestrator.bench.dispatcher import Chunk, ChunkResult, DispatchReport
 from orchestrator.bench.payload import decode
@@ -235,7 +236,7 @@ def run_loadgen(
             after = resource.getrusage(resource.RUSAGE_SELF)
             result.loadgen_seconds = time.perf_counter() - started
             result.cpu_seconds = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-            result.peak_rss_bytes = after.ru_maxrss * 1024  # kilobytes on Linux
+            result.peak_rss_bytes = driver_stats.peak_rss_bytes()  # not ru_maxrss: see there
     finally:
         work.put(None)
         thread.join()

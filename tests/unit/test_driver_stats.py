@@ -106,3 +106,22 @@ def test_a_cluster_places_per_node_synthetic_workers(monkeypatch, name):
     assert len(slots) == 2 * per_node and all(s.num_gpus == 0 for s in slots)
     assert {s.node for s in slots} == {"node1", "node2"} and len({s.worker for s in slots}) == len(slots)
     assert all(s.num_cpus == pytest.approx(4.0 / per_node) for s in slots)
+
+
+def test_peak_rss_is_the_process_own_not_the_parent_peak_that_ru_maxrss_keeps(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 9000000 kB\nVmHWM:\t   12345 kB\nVmRSS:\t   10000 kB\n")
+    assert driver_stats.peak_rss_bytes(str(status)) == 12345 * 1024
+    # Where /proc is absent: getrusage's figure.
+    assert driver_stats.peak_rss_bytes(str(tmp_path / "absent")) > 0
+    if not os.path.exists("/proc/self/status"):
+        return
+    # A child of a process with a large peak: ru_maxrss reports the parent's peak, VmHWM its own.
+    import sys
+
+    ballast = bytearray(200 << 20)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: resident
+    code = "from orchestrator.bench.driver_stats import peak_rss_bytes; print(peak_rss_bytes())"
+    own = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    del ballast
+    assert own < 150 << 20  # the child's own peak (tens of MB); ru_maxrss said 200 MB and more here
