@@ -427,6 +427,15 @@ def main() -> int:
                 frac = orch_rows[n]["fraction"]
                 verdicts.append(f"{n:>2} workers: {frac:.3f} of min(ceiling, n*R) (goal >= {goal} of {against}): "
                                 f"{'met' if frac >= goal else 'NOT met'}")  # fmt: skip
+                if against == "n*R":
+                    # Loadgen's clock starts before it hands the query to Python (building the two lists
+                    # takes about 0.15-0.2 us per sample, bare loadgen's 1st ms): no SUT can answer in
+                    # that time. Shown apart, not as the goal.
+                    issue_s = median([r["first_completion_ms"] for r in raw["pooled"]]) / 1000
+                    seconds = args.count / orch_rows[n]["samples_per_second"]
+                    net = args.count / max(1e-9, seconds - issue_s) / (n * rate)
+                    verdicts.append(f"    the same without loadgen's own issue time ({issue_s * 1000:.0f} ms, bare loadgen's "
+                                    f"1st ms): {net:.3f} of n*R")  # fmt: skip
         if top:
             bare_big = sorted(raw["pooled"], key=lambda r: r["samples_per_second"])[len(raw["pooled"]) // 2]
             ratio = orch_rows[top]["peak_rss_bytes"] / bare_big["peak_rss_bytes"]
