@@ -11,9 +11,10 @@ short-lived threads crashed loadgen 6.0.17). The driver's cost per sample is
 then close to what loadgen's Python binding itself costs
 (``benchmarks/driver_scale.py`` measures it against a bare null SUT).
 
-The run also measures the driver: its CPU seconds and peak RSS, and the CPU
-time of the completion thread (the driver's own cost per sample, from which
-``driver_ceiling`` estimates the rate one driver can complete).
+The run also measures the driver: its CPU seconds (from which
+``driver_stats`` estimates the rate one driver can complete), its peak RSS,
+and the CPU time of the completion thread (orch's own part of the cost per
+sample).
 """
 
 from __future__ import annotations
