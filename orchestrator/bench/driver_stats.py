@@ -8,10 +8,10 @@ driver was measured to complete is told so before it starts.
 
 The ceiling estimate is the query size divided by the CPU time of the whole
 driver process (loadgen's own threads, Ray's and the completion thread).
-That CPU time per sample hardly changes with the number of workers (1.17 to
-1.31 s per million samples with 1 to 16 synthetic workers on the 2-core
-development machine), and the estimate it gives (about 770,000 samples/s
-there) is what the driver-bound 16-worker run reached (763,000). The
+That CPU time per sample changes little with the number of workers (1.1 to
+1.7 s per million samples with 1 to 16 synthetic workers on the 2-core
+development machine), and the estimates it gives (580,000-910,000 samples/s
+there) bracket what the driver-bound runs reached (580,000-760,000). The
 completion thread's CPU time alone (the one thread every sample passes
 through) gave 1.19 million, above even bare loadgen's median there, so a
 warning based on it never fired for a planned rate the driver missed. On a
