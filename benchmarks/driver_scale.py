@@ -19,7 +19,8 @@ Every figure comes from the same run, on the same machine:
 
 For each: samples/s (loadgen's figure), the fraction of min(ceiling,
 workers x R), the driver's CPU seconds and peak RSS per million samples
-(measured inside the driver process: getrusage), and for orch the chunk
+(measured inside the driver process: getrusage's CPU
+times, /proc's VmHWM), and for orch the chunk
 round-trip percentiles. The goals: orch >= 90% of the ceiling with 8 and 16
 workers, >= 97% of workers x R with 1 and 2, peak RSS <= 1.5x bare
 loadgen's; the 190-million-sample arithmetic uses the RSS measured at two
@@ -74,6 +75,8 @@ def bare_child(variant: str, count: int, qsl: int, batch: int, out: Path) -> dic
     import threading
 
     import mlperf_loadgen as lg
+
+    from orchestrator.bench.driver_stats import peak_rss_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     conf = out / "user.conf"
@@ -136,7 +139,7 @@ def bare_child(variant: str, count: int, qsl: int, batch: int, out: Path) -> dic
         "samples_per_second": sps,
         "loadgen_seconds": round(seconds, 3),
         "cpu_seconds": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 3),
-        "peak_rss_bytes": after.ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),  # VmHWM: ru_maxrss would say the parent's peak
         "first_completion_ms": first_completion_ms(out),
     }
 
@@ -305,7 +308,7 @@ def report(fig: dict) -> str:
             f"{row.get('first_completion_ms', 0):>7.0f}{row.get('chunks', '-'):>7}{rts:>29}  {rounds}"
         )
     lines.append("(1st ms: loadgen's min latency, from the query's issue to its first completed sample; "
-                 "CPU and RSS: the driver process, getrusage)")  # fmt: skip
+                 "CPU: the driver process, getrusage; RSS: its VmHWM)")  # fmt: skip
     lines.append("")
     lines.extend(fig["verdicts"])
     if fig.get("startup"):
@@ -424,6 +427,15 @@ def main() -> int:
                 frac = orch_rows[n]["fraction"]
                 verdicts.append(f"{n:>2} workers: {frac:.3f} of min(ceiling, n*R) (goal >= {goal} of {against}): "
                                 f"{'met' if frac >= goal else 'NOT met'}")  # fmt: skip
+                if against == "n*R":
+                    # Loadgen's clock starts before it hands the query to Python (building the two lists
+                    # takes about 0.15-0.2 us per sample, bare loadgen's 1st ms): no SUT can answer in
+                    # that time. Shown apart, not as the goal.
+                    issue_s = median([r["first_completion_ms"] for r in raw["pooled"]]) / 1000
+                    seconds = args.count / orch_rows[n]["samples_per_second"]
+                    net = args.count / max(1e-9, seconds - issue_s) / (n * rate)
+                    verdicts.append(f"    the same without loadgen's own issue time ({issue_s * 1000:.0f} ms, bare loadgen's "
+                                    f"1st ms): {net:.3f} of n*R")  # fmt: skip
         if top:
             bare_big = sorted(raw["pooled"], key=lambda r: r["samples_per_second"])[len(raw["pooled"]) // 2]
             ratio = orch_rows[top]["peak_rss_bytes"] / bare_big["peak_rss_bytes"]

@@ -6,12 +6,19 @@ completion. Each run records here what it spent, so that a user (and
 bottleneck, and so that a later run whose planned rate exceeds what this
 driver was measured to complete is told so before it starts.
 
-The ceiling estimate is the query size divided by the CPU time of the
-completion thread (the one thread every sample passes through): the rate
-that thread could sustain on a core of its own. It is an upper bound: on a
-machine whose cores are also busy with loadgen's own threads, Ray and the
-workers, the driver reaches less (``benchmarks/driver_scale.py`` measures
-the real figure against bare loadgen).
+The ceiling estimate is the query size divided by the CPU time of the whole
+driver process (loadgen's own threads, Ray's and the completion thread).
+That CPU time per sample changes little with the number of workers (1.1 to
+1.7 s per million samples with 1 to 16 synthetic workers on the 2-core
+development machine), and the estimates it gives (580,000-910,000 samples/s
+there) bracket what the driver-bound runs reached (580,000-760,000). The
+completion thread's CPU time alone (the one thread every sample passes
+through) gave 1.19 million, above even bare loadgen's median there, so a
+warning based on it never fired for a planned rate the driver missed. On a
+head node with cores to spare for loadgen's threads the estimate is on the
+low side: the warning then comes a little early, not too late
+(``docs/scaling.md``; ``benchmarks/driver_scale.py`` measures the real
+figure against bare loadgen).
 """
 
 from __future__ import annotations
@@ -59,6 +66,28 @@ class Startup:
         return {**self.marks, "ray": self.ray, "workers_reused": self.workers_reused}
 
 
+def peak_rss_bytes(status: str = "/proc/self/status") -> int:
+    """This process's own peak resident memory, in bytes.
+
+    ``getrusage``'s ``ru_maxrss`` is not that: Linux keeps the larger of it
+    and the parent's peak across fork and exec, so a driver started by a
+    larger process (``benchmarks/driver_scale.py``, a valid run's child)
+    reports its parent's peak as its own (measured: a child of a 311 MB
+    parent said 311 MB; its VmHWM, 11 MB). VmHWM in /proc belongs to this
+    process's memory alone; ``ru_maxrss`` is the fallback where /proc is absent.
+    """
+    try:
+        with open(status, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
 def percentiles_ms(seconds: list[float]) -> dict[str, float] | None:
     """p50/p90/p99/max of a list of durations, in milliseconds (None when empty)."""
     if not seconds:
@@ -81,7 +110,7 @@ def driver_record(outcome: Any, report: Any, *, warning: str | None = None) -> d
     """
     issued = max(1, outcome.issued)
     per_million = 1e6 / issued
-    ceiling = issued / outcome.completion_cpu_seconds if outcome.completion_cpu_seconds > 0 else None
+    ceiling = issued / outcome.cpu_seconds if outcome.cpu_seconds > 0 else None  # see the module docstring
     return {
         "cpu_seconds": round(outcome.cpu_seconds, 3),
         "cpu_seconds_per_million_samples": round(outcome.cpu_seconds * per_million, 3),

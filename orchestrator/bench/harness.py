@@ -11,9 +11,10 @@ short-lived threads crashed loadgen 6.0.17). The driver's cost per sample is
 then close to what loadgen's Python binding itself costs
 (``benchmarks/driver_scale.py`` measures it against a bare null SUT).
 
-The run also measures the driver: its CPU seconds and peak RSS, and the CPU
-time of the completion thread (the driver's own cost per sample, from which
-``driver_ceiling`` estimates the rate one driver can complete).
+The run also measures the driver: its CPU seconds (from which
+``driver_stats`` estimates the rate one driver can complete), its peak RSS,
+and the CPU time of the completion thread (orch's own part of the cost per
+sample).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from orchestrator.bench import driver_stats
 from orchestrator.bench.chunking import QueryChunks, Sizing
 from orchestrator.bench.dispatcher import Chunk, ChunkResult, DispatchReport
 from orchestrator.bench.payload import decode
@@ -235,7 +237,7 @@ def run_loadgen(
             after = resource.getrusage(resource.RUSAGE_SELF)
             result.loadgen_seconds = time.perf_counter() - started
             result.cpu_seconds = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-            result.peak_rss_bytes = after.ru_maxrss * 1024  # kilobytes on Linux
+            result.peak_rss_bytes = driver_stats.peak_rss_bytes()  # not ru_maxrss: see there
     finally:
         work.put(None)
         thread.join()

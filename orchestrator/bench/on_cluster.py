@@ -164,13 +164,7 @@ def _drive(inventory, transport, record: DriverConfig, *, live: bool, debug: boo
         pending["stderr"] += text
         *lines, pending["stderr"] = pending["stderr"].split("\n")
         for line in lines:
-            if line.startswith(PROGRESS_PREFIX):
-                try:
-                    progress.latest = json.loads(line[len(PROGRESS_PREFIX):])
-                except ValueError:
-                    pass
-            elif line.strip() and debug:
-                sys.stderr.write(line + "\n")
+            driver_line(line, progress, debug=debug, write=sys.stderr.write)
 
     view = None
     interrupt: BaseException | None = None
@@ -207,6 +201,22 @@ def _drive(inventory, transport, record: DriverConfig, *, live: bool, debug: boo
     if interrupt is not None and result.ok:
         raise as_interrupt(interrupt)
     return result
+
+
+# Lines of the head node's driver shown without --debug: what it says before the run
+# (e.g. that the planned rate exceeds the driver's measured ceiling, docs/scaling.md).
+SHOWN_PREFIXES = ("orch: warning:",)
+
+
+def driver_line(line: str, progress: Any, *, debug: bool, write) -> None:
+    """One stderr line of the head node's driver: a progress snapshot, a warning shown, or its log (--debug)."""
+    if line.startswith(PROGRESS_PREFIX):
+        try:
+            progress.latest = json.loads(line[len(PROGRESS_PREFIX):])
+        except ValueError:
+            pass
+    elif line.startswith(SHOWN_PREFIXES) or (line.strip() and debug):
+        write(line + "\n")
 
 
 def _wait_for_result(transport, head, path: str, seconds: float) -> None:

@@ -130,3 +130,17 @@ def test_relocate_points_run_dirs_at_the_local_copy():
     assert local["run_dir"] == "/home/u/out"
     assert local["runs"][0]["run_dir"] == "/home/u/out/accuracy"
     assert local["model_path"] == "/data/models/m.onnx"  # the path used on the node stays as it was
+
+
+def test_the_head_drivers_ceiling_warning_is_shown_without_debug():
+    from orchestrator.bench import on_cluster
+    from orchestrator.bench.view import PROGRESS_PREFIX, RemoteProgress
+
+    progress, shown = RemoteProgress(), []
+    warning = "orch: warning: the planned rate of 2,000,000 samples/s exceeds what this driver was measured to complete"
+    for line in (warning, "(raylet) some Ray log line", PROGRESS_PREFIX + '{"done": 5}'):
+        on_cluster.driver_line(line, progress, debug=False, write=shown.append)
+    assert shown == [warning + "\n"]  # said before the run, as a local run says it; Ray's log only with --debug
+    assert progress.latest == {"done": 5}
+    on_cluster.driver_line("(raylet) some Ray log line", progress, debug=True, write=shown.append)
+    assert shown[-1] == "(raylet) some Ray log line\n"
