@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
@@ -63,10 +64,11 @@ def tune(
         command=shlex.join(["orch", *sys.argv[1:]]),
         debug=state.debug or debug,
     )
-    console = Console(stderr=True)
+    conf.check()  # bad flags: one line before anything starts
+    from orchestrator.cli.bench_cmd import _stdout_to_stderr
     from orchestrator.tune.view import TuneProgress
 
-    with TuneProgress(console) as progress:
+    with TuneProgress(Console(stderr=True)) as progress, (_stdout_to_stderr() if as_json else contextlib.nullcontext()):
         if conf.inventory is not None:
             results = tune_inventory(conf, on_trial=progress.trial, on_plan=progress.plan)
         else:
