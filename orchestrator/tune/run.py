@@ -53,6 +53,11 @@ class TuneConfig:
             raise InputError(f"--count must be at least 1 (got {self.count})")
         if self.accuracy_count is not None and self.accuracy_count < 1:
             raise InputError(f"--accuracy-count must be at least 1 (got {self.accuracy_count})")
+        for name in self.precisions:
+            try:
+                canonical(name)
+            except InputError as exc:
+                raise InputError(f"--precisions: {name!r} is unknown", hint=exc.hint) from None
         if not self.precisions or "fp32" not in [canonical(p) for p in self.precisions]:
             raise InputError("--precisions must include fp32 (the accuracy guard compares against it)")
         for flag, values in (("--batch-sizes", self.batch_sizes), ("--chunk-sizes", [c for c in self.chunk_sizes if c is not None])):

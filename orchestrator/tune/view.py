@@ -23,14 +23,20 @@ class TuneProgress:
         self.task = None
 
     def __enter__(self) -> TuneProgress:
-        self.progress.start()
-        return self
+        return self  # the bar starts with the first plan: an error before it leaves no empty bar behind
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
+
+    @property
+    def started(self) -> bool:
+        return self.progress.live.is_started
 
     def plan(self, total: int) -> None:
         """A new sweep of at most ``total`` trials (one per node profile on a cluster)."""
+        if not self.started:
+            self.progress.start()
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task("starting", total=total)
@@ -63,7 +69,7 @@ def tune_table(result: dict[str, Any]) -> Table:
         table.add_row(
             f"{i}{mark}", trial["stage"], str(layout["workers"]), _dash(layout["threads"]), str(layout["batch_size"]),
             _dash(layout["chunk_size"]), layout["precision"], layout["backend"],
-            f"{sps:.2f}" if sps is not None else (trial.get("error") or "failed"),
+            f"{sps:.2f}" if sps is not None else _why_not(trial.get("error")),
             _accuracy(accuracy),
         )  # fmt: skip
     if best:
@@ -72,6 +78,13 @@ def tune_table(result: dict[str, Any]) -> Table:
             "orch bench uses it by default (flags override it)"
         )
     return table
+
+
+def _why_not(error: str | None) -> str:
+    """A trial without a figure: refused (the accuracy column says why) or failed (with the error)."""
+    if error and error.startswith("refused by the accuracy guard"):
+        return "refused by the guard"
+    return f"failed: {error}" if error else "failed"
 
 
 def _dash(value: Any) -> str:

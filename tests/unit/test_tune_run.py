@@ -72,7 +72,7 @@ def test_a_smaller_accuracy_count_makes_partial_runs_on_the_same_samples(fake):
         ({"accuracy_count": 0}, "--accuracy-count must be at least 1"),
         ({"accuracy_count": 51}, "--accuracy-count 51 is larger than the data set (50 samples)"),
         ({"precisions": ("int8",)}, "--precisions must include fp32"),
-        ({"precisions": ("fp32", "int4")}, "--precision 'int4' is unknown"),
+        ({"precisions": ("fp32", "int4")}, "--precisions: 'int4' is unknown"),
         ({"backends": ("tensorrt",)}, "tensorrt"),
         ({"batch_sizes": ()}, "--batch-sizes takes positive integers"),
     ],
@@ -92,3 +92,17 @@ def test_an_interrupt_stops_the_sweep_instead_of_failing_a_layout(fake, monkeypa
     monkeypatch.setattr(trial, "run_trial", stopped)
     with pytest.raises(Interrupted):
         run.tune_local(run.TuneConfig(precisions=("fp32",), backends=("onnxruntime",)))
+
+
+def test_the_table_shows_every_trial_the_best_and_where_it_went(fake):
+    from rich.console import Console
+
+    from orchestrator.tune.view import tune_table
+
+    result = run.tune_local(run.TuneConfig(count=200, backends=("onnxruntime",)))
+    console = Console(width=250, record=True)
+    console.print(tune_table(result))
+    text = console.export_text()
+    assert text.count("│ onnxruntime │") == len(result["trials"])
+    assert "refused by the guard" in text and "below bert-99 (F1 60.00% of fp32)" in text and "bert-99 (F1 99.80% of fp32)" in text
+    assert f"* best: {result['best']['label']}" in text and result["stored"] in text.replace("\n", "")
