@@ -4,7 +4,9 @@ For each group of weight MatMuls (one role in every layer: query, key, value,
 attention output, FFN in, FFN out; or one whole layer), builds the dynamic int8
 model of ``orchestrator.models.precision`` (same settings) with that group left
 fp32, and scores it on the first --count SQuAD features against fp32 (F1, logit
-error, samples/s in one process). Groups of ``--try`` (comma-separated weight
+error, samples/s in one process). ``--spread`` takes --count features spread
+evenly over the data set instead of the first ones (the first ones of the
+shared SQuAD part are all one article). Groups of ``--try`` (comma-separated weight
 patterns, repeatable) are scored too. This is the measurement behind
 ``precision.INT8_DYNAMIC_KEEP_FP32`` (docs/performance.md).
 
@@ -38,6 +40,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--spread", action="store_true", help="features spread over the data set, not the first --count")
     parser.add_argument("--no-groups", action="store_true", help="score only --try sets (and all-int8)")
     parser.add_argument("--try", dest="tries", action="append", default=[], help="comma-separated weight patterns kept fp32")
     args = parser.parse_args()
@@ -55,18 +58,22 @@ def main() -> int:
     choice = resolve_model("demo", dataset=args.dataset.resolve())
     f = load_features(choice.dataset_path, choice.vocab_path)
     n = min(args.count, len(f))
+    rows = np.linspace(0, len(f) - 1, n).round().astype(int) if args.spread else np.arange(n)
 
     def run(path: Path) -> tuple[np.ndarray, float]:
         backend = get_backend("onnxruntime")
         backend.load(path, threads=args.threads, batch_size=args.batch_size)
         predict(backend, f.input_ids[:4], f.input_mask[:4], f.segment_ids[:4], f.lengths[:4], batch_size=args.batch_size)
         started = time.perf_counter()
-        out = predict(backend, f.input_ids[:n], f.input_mask[:n], f.segment_ids[:n], f.lengths[:n], batch_size=args.batch_size)
+        out = predict(backend, f.input_ids[rows], f.input_mask[rows], f.segment_ids[rows], f.lengths[rows], batch_size=args.batch_size)
         return out, n / (time.perf_counter() - started)
 
-    real = f.input_mask[:n].astype(bool)
+    def f1_of(logits: np.ndarray) -> float:
+        return score_logits(f, {int(r): logits[i] for i, r in enumerate(rows)}).f1
+
+    real = f.input_mask[rows].astype(bool)
     ref, ref_speed = run(choice.path)
-    ref_f1 = score_logits(f, {i: ref[i] for i in range(n)}).f1
+    ref_f1 = f1_of(ref)
     sets: dict[str, tuple[str, ...]] = {"all int8 (orch today)": ()}
     if not args.no_groups:
         sets.update({f"{role} fp32": patterns for role, patterns in ROLES.items()})
@@ -83,7 +90,7 @@ def main() -> int:
             quantize_dynamic(str(named), str(out), nodes_to_quantize=list(nodes), op_types_to_quantize=["MatMul"],
                              per_channel=True, weight_type=QuantType.QInt8)  # fmt: skip
             logits, speed = run(out)
-            f1 = score_logits(f, {i: logits[i] for i in range(n)}).f1
+            f1 = f1_of(logits)
             rows[label] = {
                 "int8_matmuls": f"{len(nodes)} of {len(every)}", "f1": round(f1, 3), "f1_share_of_fp32": round(f1 / ref_f1, 4),
                 "logit_abs_error_mean": round(float(np.abs(logits[real] - ref[real]).mean()), 4),
@@ -91,7 +98,8 @@ def main() -> int:
             }  # fmt: skip
             print(f"{label:40s} {json.dumps(rows[label])}", file=sys.stderr, flush=True)
     print(json.dumps({
-        "samples": n, "fp32_f1": round(ref_f1, 3), "fp32_samples_per_second": round(ref_speed, 2), "threads": args.threads,
+        "samples": n, "spread": args.spread, "questions_scored": score_logits(f, {int(r): ref[i] for i, r in enumerate(rows)}).examples_scored,
+        "fp32_f1": round(ref_f1, 3), "fp32_samples_per_second": round(ref_speed, 2), "threads": args.threads,
         "batch_size": args.batch_size, "sets": rows, "load_average": list(os.getloadavg()),
         "command": "python scripts/int8_sensitivity.py " + " ".join(sys.argv[1:]),
     }, indent=2))  # fmt: skip
