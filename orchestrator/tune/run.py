@@ -227,8 +227,8 @@ def tune_inventory(tune: TuneConfig, *, on_trial: Callable[[Trial], None] | None
     Returns:
         One ``tune_local``-like object per profile.
     """
-    from orchestrator.bench.cluster import PROFILE_BACKENDS
     from orchestrator.bench.on_cluster import run_on_inventory
+    from orchestrator.hardware import profile_spec
     from orchestrator.inventory import load_inventory
     from orchestrator.models.precision import canonical
 
@@ -240,7 +240,7 @@ def tune_inventory(tune: TuneConfig, *, on_trial: Callable[[Trial], None] | None
         profiles.setdefault(node.profile, []).append(node)
     out = []
     for profile, nodes in profiles.items():
-        backend = PROFILE_BACKENDS[profile]
+        backend = profile_spec(profile).backend
         cpus = min((n.cpus for n in nodes if n.cpus), default=None)
         space = Space(
             cpus=cpus or 1, precisions=tuple(dict.fromkeys(canonical(p) for p in tune.precisions)), backends=(backend,),

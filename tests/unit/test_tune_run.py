@@ -106,3 +106,36 @@ def test_the_table_shows_every_trial_the_best_and_where_it_went(fake):
     assert text.count("│ onnxruntime │") == len(result["trials"])
     assert "refused by the guard" in text and "below bert-99 (F1 60.00% of fp32)" in text and "bert-99 (F1 99.80% of fp32)" in text
     assert f"* best: {result['best']['label']}" in text and result["stored"] in text.replace("\n", "")
+
+
+def test_inventory_tune_sweeps_each_profile_on_its_own_nodes_and_stores_it_per_profile(tmp_path, monkeypatch):
+    from orchestrator.inventory import parse_inventory
+
+    monkeypatch.setenv("ORCH_CACHE_DIR", str(tmp_path / "cache"))
+    inventory = parse_inventory({
+        "cluster": "lab", "ssh": {"user": "root"}, "head": "cpu1",
+        "nodes": [
+            {"name": "cpu1", "host": "10.0.0.12", "profile": "cpu-onnxruntime", "cpus": 4},
+            {"name": "cpu2", "host": "10.0.0.13", "profile": "cpu-onnxruntime", "cpus": 4},
+            {"name": "ds1", "host": "10.0.0.14", "profile": "cpu-deepsparse"},
+        ],
+    }, path=tmp_path / "cluster.yaml")  # fmt: skip
+    monkeypatch.setattr("orchestrator.inventory.load_inventory", lambda path: inventory)
+    confs = []
+
+    def answer(conf, inventory_path, **kwargs):
+        confs.append(conf)
+        variant = {"source_model_sha256": "s" * 64}
+        if conf.mode == "accuracy":
+            return {"count": 50, "model_variant": variant, "features_key": "k" * 64, "accuracy_target": {"meets": "bert-99", "ratio": 0.995}}
+        return {"samples_per_second": 10.0 * conf.workers_per_node + conf.batch_size, "model_variant": variant, "features_key": "k" * 64}
+
+    monkeypatch.setattr("orchestrator.bench.on_cluster.run_on_inventory", answer)
+    results = run.tune_inventory(run.TuneConfig(inventory=tmp_path / "cluster.yaml", precisions=("fp32",), batch_sizes=(1, 2),
+                                                chunk_sizes=(None,)))  # fmt: skip
+    assert [r["identity"]["profile"] for r in results] == ["cpu-onnxruntime", "cpu-deepsparse"]
+    onnx = [c for c in confs if c.backend == "onnxruntime"]
+    assert {c.nodes for c in onnx} == {2} and {c.workers_per_node for c in onnx} == {1, 2, 4}  # 4 CPUs: 1x4, 2x2, 4x1
+    assert {c.nodes for c in confs if c.backend == "deepsparse"} == {1}
+    assert results[0]["best"]["layout"]["workers"] == 4 and results[0]["stored"].endswith("lab__cpu-onnxruntime.json")
+    assert results[1]["stored"].endswith("lab__cpu-deepsparse.json")
