@@ -50,7 +50,7 @@ class TuneProgress:
 
 def _line(trial: Trial) -> str:
     value = f"{trial.samples_per_second:8.2f} samples/s" if trial.samples_per_second is not None else f"failed: {trial.error}"
-    accuracy = f"  [{trial.accuracy.get('meets') or 'below bert-99'}]" if trial.accuracy else ""
+    accuracy = f"  [{_accuracy(trial.accuracy)}]" if trial.accuracy else ""
     return f"{trial.stage:20s} {trial.layout.label():40s} {value}{accuracy}"
 
 
@@ -96,4 +96,4 @@ def _accuracy(verdict: dict[str, Any]) -> str:
         return ""
     if verdict.get("ratio") is not None:
         return f"{verdict.get('meets') or 'below bert-99'} (F1 {100 * verdict['ratio']:.2f}% of fp32)"
-    return verdict.get("meets") or "unknown"
+    return verdict.get("meets") or f"unknown: {verdict.get('reason') or 'no verdict'}"
