@@ -80,7 +80,7 @@ def main() -> int:
         sets.update({f"layer {i} fp32": (f"encoder.layer.{i}.*",) for i in range(args.layers)})
     for text in args.tries:
         sets[f"{text} fp32"] = tuple(p.strip() for p in text.split(",") if p.strip())
-    rows = {}
+    results = {}
     with tempfile.TemporaryDirectory(prefix="orch-int8-sens-") as tmp:
         named = precision.named_copy(choice.path, Path(tmp) / "named.onnx")
         every = precision.weight_matmuls(named)
@@ -91,16 +91,16 @@ def main() -> int:
                              per_channel=True, weight_type=QuantType.QInt8)  # fmt: skip
             logits, speed = run(out)
             f1 = f1_of(logits)
-            rows[label] = {
+            results[label] = {
                 "int8_matmuls": f"{len(nodes)} of {len(every)}", "f1": round(f1, 3), "f1_share_of_fp32": round(f1 / ref_f1, 4),
                 "logit_abs_error_mean": round(float(np.abs(logits[real] - ref[real]).mean()), 4),
                 "samples_per_second": round(speed, 2), "speedup_vs_fp32": round(speed / ref_speed, 2),
             }  # fmt: skip
-            print(f"{label:40s} {json.dumps(rows[label])}", file=sys.stderr, flush=True)
+            print(f"{label:40s} {json.dumps(results[label])}", file=sys.stderr, flush=True)
     print(json.dumps({
         "samples": n, "spread": args.spread, "questions_scored": score_logits(f, {int(r): ref[i] for i, r in enumerate(rows)}).examples_scored,
         "fp32_f1": round(ref_f1, 3), "fp32_samples_per_second": round(ref_speed, 2), "threads": args.threads,
-        "batch_size": args.batch_size, "sets": rows, "load_average": list(os.getloadavg()),
+        "batch_size": args.batch_size, "sets": results, "load_average": list(os.getloadavg()),
         "command": "python scripts/int8_sensitivity.py " + " ".join(sys.argv[1:]),
     }, indent=2))  # fmt: skip
     return 0

@@ -197,6 +197,19 @@ def named_copy(model_path: Path, out: Path) -> Path:
 
 
 def _build(source: Path, precision: str, out: Path, features) -> None:
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    # ONNX Runtime's quantizers warn on the root logger ("consider pre-processing") on every build.
+    root.setLevel(logging.ERROR)
+    try:
+        _build_quietly(source, precision, out, features)
+    finally:
+        root.setLevel(level)
+
+
+def _build_quietly(source: Path, precision: str, out: Path, features) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="orch-variant-", dir=out.parent) as tmp:

@@ -43,7 +43,7 @@ class TuneProgress:
 
     def trial(self, trial: Trial) -> None:
         """One trial done: advance the bar and print its line above it."""
-        self.progress.console.print(f"  {_line(trial)}", highlight=False)
+        self.progress.console.print(f"  {_line(trial)}", highlight=False, soft_wrap=True)
         if self.task is not None:
             self.progress.update(self.task, advance=1, description=trial.layout.label())
 
