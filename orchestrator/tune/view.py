@@ -49,7 +49,7 @@ class TuneProgress:
 
 
 def _line(trial: Trial) -> str:
-    value = f"{trial.samples_per_second:8.2f} samples/s" if trial.samples_per_second is not None else f"failed: {trial.error}"
+    value = f"{trial.samples_per_second:8.2f} samples/s" if trial.samples_per_second is not None else _why_not(trial.error)
     accuracy = f"  [{_accuracy(trial.accuracy)}]" if trial.accuracy else ""
     return f"{trial.stage:20s} {trial.layout.label():40s} {value}{accuracy}"
 
