@@ -7,7 +7,7 @@ official way; how far its logits are from fp32's on real tokens. This is the
 measurement behind ``orchestrator.models.precision.INT8_DEFAULT`` (the faster
 method at equal accuracy) and the accuracy guard's numbers in docs/performance.md.
 
-    python benchmarks/precision.py [--count N] [--rounds 3] [--threads 1] [--batch-size 2] [--dataset PATH]
+    python benchmarks/precision.py [--count N] [--spread] [--rounds 3] [--threads 1] [--batch-size 2] [--dataset PATH]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--model", default="demo")
+    parser.add_argument("--spread", action="store_true", help="--count features spread evenly over the data set, not the first ones")
     args = parser.parse_args()
     if not args.dataset.exists():
         print(f"data set {args.dataset} is absent (the real SQuAD dev part lives in ../shared/data)", file=sys.stderr)
@@ -50,6 +51,8 @@ def main() -> int:
     choice = resolve_model(args.model, dataset=args.dataset.resolve())
     features = load_features(choice.dataset_path, choice.vocab_path)
     n = len(features) if args.count is None else min(args.count, len(features))
+    # The first features of the shared SQuAD part are all one article; --spread takes them over the whole part.
+    picked = np.linspace(0, len(features) - 1, n).round().astype(int) if args.spread else np.arange(n)
     built = {}
     for name in PRECISIONS:
         started = time.perf_counter()
@@ -67,16 +70,16 @@ def main() -> int:
         for name, backend in backends.items():
             predict(backend, f.input_ids[:4], f.input_mask[:4], f.segment_ids[:4], f.lengths[:4], batch_size=args.batch_size)
             started = time.perf_counter()
-            out = predict(backend, f.input_ids[:n], f.input_mask[:n], f.segment_ids[:n], f.lengths[:n], batch_size=args.batch_size)
+            out = predict(backend, f.input_ids[picked], f.input_mask[picked], f.segment_ids[picked], f.lengths[picked], batch_size=args.batch_size)
             speeds[name].append(n / (time.perf_counter() - started))
             logits[name] = out
 
-    real = f.input_mask[:n].astype(bool)
+    real = f.input_mask[picked].astype(bool)
     ref = logits["fp32"]
     spread = float(ref[real].std())
     rows = {}
     for name in PRECISIONS:
-        score = score_logits(features, {i: logits[name][i] for i in range(n)})
+        score = score_logits(features, {int(r): logits[name][i] for i, r in enumerate(picked)})
         diff = np.abs(logits[name][real] - ref[real])
         rows[name] = {
             "samples_per_second": round(statistics.median(speeds[name]), 2),
@@ -93,7 +96,7 @@ def main() -> int:
     for name in PRECISIONS:
         rows[name]["f1_share_of_fp32"] = round(rows[name]["f1"] / rows["fp32"]["f1"], 4) if rows["fp32"]["f1"] else None
     print(json.dumps({
-        "model": choice.name, "dataset": str(choice.dataset_path), "samples": n,
+        "model": choice.name, "dataset": str(choice.dataset_path), "samples": n, "spread": args.spread,
         "questions_scored": score.examples_scored, "threads": args.threads, "batch_size": args.batch_size,
         "rounds": args.rounds, "fp32_logit_spread": round(spread, 4), "precisions": rows,
         "load_average": list(os.getloadavg()),

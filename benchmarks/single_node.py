@@ -82,18 +82,24 @@ def plain_loop(model_path: Path, features, count: int, threads: int, batch_size:
 
 
 def orch_way(model: str, dataset: Path, count: int, batch_size: int | None, nodes: int | None,
-             precision: str = "fp32", mode: str = "performance") -> dict:  # fmt: skip
-    """`orch bench` (test execution, --count samples); ``nodes=None``: the stored tuned layout decides."""
+             precision: str = "fp32", mode: str = "performance", *, whole: bool = False) -> dict:  # fmt: skip
+    """`orch bench` (test execution, --count samples); ``nodes=None``: the stored tuned layout decides.
+
+    An accuracy run scores the whole data set when ``whole``, else the first ``count`` samples (PARTIAL).
+    """
     from orchestrator.bench.config import BenchConfig
     from orchestrator.bench.runner import run_bench
 
+    sizing = {"count": count}
+    if mode == "accuracy":
+        sizing = {"count": None} if whole else {"count": count, "partial_accuracy": True}
     with tempfile.TemporaryDirectory() as tmp:
         if nodes is None:  # as `orch bench` with no layout flag: the tuned layout, if one applies
-            conf = BenchConfig(mode=mode, execution="test", count=count, model=model, dataset=dataset, out=Path(tmp) / "run", tuned="auto")
+            conf = BenchConfig(mode=mode, execution="test", model=model, dataset=dataset, out=Path(tmp) / "run", tuned="auto", **sizing)
         else:
             conf = BenchConfig(
-                nodes=nodes, mode=mode, execution="test", count=count, model=model,
-                dataset=dataset, batch_size=batch_size, out=Path(tmp) / "run", precision=precision,
+                nodes=nodes, mode=mode, execution="test", model=model,
+                dataset=dataset, batch_size=batch_size, out=Path(tmp) / "run", precision=precision, **sizing,
             )  # fmt: skip
         return run_bench(conf)
 
@@ -199,8 +205,9 @@ def main() -> int:
     ref, plain, orch = (statistics.median(x) for x in (refs, plains, ours))
     accuracy = None
     if args.accuracy:
-        fp32_run = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes, "fp32", "accuracy")
-        int8_run = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes, args.int8 or "int8", "accuracy")
+        whole = count == len(features)
+        fp32_run = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes, "fp32", "accuracy", whole=whole)
+        int8_run = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes, args.int8 or "int8", "accuracy", whole=whole)
         accuracy = {
             "fp32_f1": fp32_run["f1"], "fp32_exact_match": fp32_run["exact_match"],
             "int8_precision": int8_run["precision"], "int8_f1": int8_run["f1"], "int8_exact_match": int8_run["exact_match"],

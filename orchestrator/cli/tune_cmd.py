@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
@@ -36,7 +37,7 @@ def tune(
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="SQuAD v1.1 JSON (default: the model's)."),
     vocab: Optional[Path] = typer.Option(None, "--vocab", help="BERT vocab.txt (default: the model's)."),
     count: int = typer.Option(600, "--count", help="Samples per performance trial (test mode)."),
-    accuracy_count: Optional[int] = typer.Option(None, "--accuracy-count", help="Samples of the accuracy guard's runs (default: the whole data set locally, 1024 on a cluster)."),
+    accuracy_count: Optional[int] = typer.Option(None, "--accuracy-count", help="Samples of the accuracy guard's runs, fp32 and each reduced precision on the same ones (default: the whole data set; fewer: PARTIAL runs)."),
     precisions: str = typer.Option("fp32,int8-dynamic,int8-static", "--precisions", help="Precisions to try (fp32 is the guard's reference)."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Backends to try locally (default: every installed CPU backend); a cluster uses each profile's."),
     batch_sizes: str = typer.Option("1,2,4,8,16", "--batch-sizes", help="Batch sizes to try, in increasing order."),
@@ -63,10 +64,11 @@ def tune(
         command=shlex.join(["orch", *sys.argv[1:]]),
         debug=state.debug or debug,
     )
-    console = Console(stderr=True)
+    conf.check()  # bad flags: one line before anything starts
+    from orchestrator.cli.bench_cmd import _stdout_to_stderr
     from orchestrator.tune.view import TuneProgress
 
-    with TuneProgress(console) as progress:
+    with TuneProgress(Console(stderr=True)) as progress, (_stdout_to_stderr() if as_json else contextlib.nullcontext()):
         if conf.inventory is not None:
             results = tune_inventory(conf, on_trial=progress.trial, on_plan=progress.plan)
         else:

@@ -156,21 +156,33 @@ class _Calibration:
         pass
 
 
-# The start/end head stays fp32: it is 2 columns wide (no time to win) and reads
-# fine directions of the states that a per-tensor int8 activation scale blurs.
+# Weights (fnmatch patterns of initializer names) whose MatMul stays fp32 in every int8 variant.
+# The start/end head: it is 2 columns wide (no time to win) and reads fine
+# directions of the states that a per-tensor int8 activation scale blurs.
 KEEP_FP32 = ("qa_outputs.weight_t",)
 
 
-def _weight_matmuls(model_path: Path) -> list[str]:
-    """Names of the MatMul nodes whose second input is a weight (not attention's activation x activation), but the head."""
+def weight_matmuls(model_path: Path, keep_fp32: tuple[str, ...] = KEEP_FP32) -> dict[str, str]:
+    """MatMul node name -> its weight, for the MatMuls whose second input is a weight (not attention's
+    activation x activation), but those whose weight matches a ``keep_fp32`` pattern."""
+    import fnmatch
+
     import onnx
 
     model = onnx.load(str(model_path), load_external_data=False)
-    weights = {init.name for init in model.graph.initializer} - set(KEEP_FP32)
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights]
+    weights = {init.name for init in model.graph.initializer}
+    return {
+        n.name: n.input[1] for n in model.graph.node
+        if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights
+        and not any(fnmatch.fnmatchcase(n.input[1], pattern) for pattern in keep_fp32)
+    }  # fmt: skip
 
 
-def _named_copy(model_path: Path, out: Path) -> Path:
+def _weight_matmuls(model_path: Path) -> list[str]:
+    return list(weight_matmuls(model_path))
+
+
+def named_copy(model_path: Path, out: Path) -> Path:
     """A copy of the model whose every node has a unique name (the quantizers select nodes by name)."""
     import onnx
 
@@ -185,10 +197,23 @@ def _named_copy(model_path: Path, out: Path) -> Path:
 
 
 def _build(source: Path, precision: str, out: Path, features) -> None:
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    # ONNX Runtime's quantizers warn on the root logger ("consider pre-processing") on every build.
+    root.setLevel(logging.ERROR)
+    try:
+        _build_quietly(source, precision, out, features)
+    finally:
+        root.setLevel(level)
+
+
+def _build_quietly(source: Path, precision: str, out: Path, features) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="orch-variant-", dir=out.parent) as tmp:
-        named = _named_copy(source, Path(tmp) / "named.onnx")
+        named = named_copy(source, Path(tmp) / "named.onnx")
         built = Path(tmp) / "variant.onnx"
         if precision == "int8-dynamic":
             from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import InputError, RunError
+from orchestrator.errors import BackendError, InputError, RunError
 from orchestrator.tune.guard import TARGETS
 from orchestrator.tune.layout import Identity, Layout, fingerprint, store_tuned
 from orchestrator.tune.sweep import Space, SweepResult, Trial, planned_size, sweep
@@ -53,6 +53,11 @@ class TuneConfig:
             raise InputError(f"--count must be at least 1 (got {self.count})")
         if self.accuracy_count is not None and self.accuracy_count < 1:
             raise InputError(f"--accuracy-count must be at least 1 (got {self.accuracy_count})")
+        for name in self.precisions:
+            try:
+                canonical(name)
+            except InputError as exc:
+                raise InputError(f"--precisions: {name!r} is unknown", hint=exc.hint) from None
         if not self.precisions or "fp32" not in [canonical(p) for p in self.precisions]:
             raise InputError("--precisions must include fp32 (the accuracy guard compares against it)")
         for flag, values in (("--batch-sizes", self.batch_sizes), ("--chunk-sizes", [c for c in self.chunk_sizes if c is not None])):
@@ -73,10 +78,13 @@ def installed_cpu_backends() -> tuple[str, ...]:
 
 
 def _bench_conf(tune: TuneConfig, layout: Layout, *, mode: str, count: int | None, out: Path, **extra):
+    """The `orch bench` of one trial. An accuracy run with ``count`` scores that many samples (PARTIAL);
+    with None, the whole data set. Tuned layouts are off: the trial's layout is the point."""
     from orchestrator.bench.config import BenchConfig
 
     return BenchConfig(
-        mode=mode, execution="test", count=count, model=tune.model, dataset=tune.dataset, vocab=tune.vocab,
+        mode=mode, execution="test", count=count, partial_accuracy=mode == "accuracy" and count is not None,
+        model=tune.model, dataset=tune.dataset, vocab=tune.vocab,
         batch_size=layout.batch_size, threads=layout.threads, chunk_size=layout.chunk_size,
         precision=layout.precision, backend=layout.backend, out=out, force=True, tuned="off",
         command=f"(orch tune trial) {layout.label()}", **extra,
@@ -140,27 +148,38 @@ def tune_local(tune: TuneConfig, *, on_trial: Callable[[Trial], None] | None = N
     Raises:
         InputError: bad flags; RunError: no layout could be measured.
     """
+    from orchestrator.backends.base import check_backend
     from orchestrator.bench.config import BenchConfig
-    from orchestrator.bench.runner import _run_in_child, resolve_inputs
+    from orchestrator.bench.inputs import resolve_inputs
     from orchestrator.models.precision import canonical
     from orchestrator.tune.apply import identity_for
+    from orchestrator.tune.trial import run_trial
 
     tune.check()
+    backends = tune.backends or installed_cpu_backends()
+    if not backends:
+        raise InputError("no CPU backend is installed", hint="pip install 'orch[cpu]'")
+    for backend in backends:
+        try:
+            check_backend(backend, installed=True)  # unknown or not installed: one line, before any trial
+        except BackendError as exc:
+            raise InputError(f"--backends {backend}: {exc.message.replace(' (--backend)', '')}", hint=exc.hint) from exc
     probe = BenchConfig(model=tune.model, dataset=tune.dataset, vocab=tune.vocab, tuned="auto")
     inputs = resolve_inputs(probe)
     identity, why_not, hardware = identity_for(probe, inputs)
     assert identity is not None, why_not  # local runs always have one
-    count = min(tune.count, inputs.total)
-    accuracy_count = min(tune.accuracy_count or inputs.total, inputs.total)
+    count = tune.count  # more than the data set: loadgen repeats samples, as `orch bench --count` does
+    if tune.accuracy_count is not None and tune.accuracy_count > inputs.total:
+        raise InputError(f"--accuracy-count {tune.accuracy_count} is larger than the data set ({inputs.total} samples)",
+                         hint=f"use --accuracy-count {inputs.total} or less (or leave it out: the whole data set)")
+    # None: the whole data set (a full accuracy run); fewer: a PARTIAL one, the same samples for fp32 and the variant.
+    accuracy_count = tune.accuracy_count if tune.accuracy_count and tune.accuracy_count < inputs.total else None
     cpus = os.cpu_count() or 1
-    backends = tune.backends or installed_cpu_backends()
-    if not backends:
-        raise InputError("no CPU backend is installed", hint="pip install 'orch[cpu]'")
     space = Space(
         cpus=cpus, precisions=tuple(dict.fromkeys(canonical(p) for p in tune.precisions)), backends=tuple(backends),
         batch_sizes=tune.batch_sizes, chunk_sizes=tune.chunk_sizes,
     )  # fmt: skip
-    trials = _Trials(tune, lambda conf: _run_in_child(conf, debug=tune.debug, live=None), lambda lay: {"nodes": lay.workers})
+    trials = _Trials(tune, lambda conf: run_trial(conf, debug=tune.debug), lambda lay: {"nodes": lay.workers})
     if on_plan is not None:
         on_plan(planned_size(space, full=tune.full))
 
@@ -175,7 +194,7 @@ def tune_local(tune: TuneConfig, *, on_trial: Callable[[Trial], None] | None = N
         result = sweep(space, measure, guard, full=tune.full, on_trial=on_trial)
     finally:
         trials.close()
-    return _finish(tune, identity, hardware, result, count, accuracy_count)
+    return _finish(tune, identity, hardware, result, count, accuracy_count or inputs.total)
 
 
 def _finish(tune: TuneConfig, identity: Identity, hardware: Any, result: SweepResult, count: int, accuracy_count: int) -> dict[str, Any]:
@@ -208,8 +227,8 @@ def tune_inventory(tune: TuneConfig, *, on_trial: Callable[[Trial], None] | None
     Returns:
         One ``tune_local``-like object per profile.
     """
-    from orchestrator.bench.cluster import PROFILE_BACKENDS
     from orchestrator.bench.on_cluster import run_on_inventory
+    from orchestrator.hardware import profile_spec
     from orchestrator.inventory import load_inventory
     from orchestrator.models.precision import canonical
 
@@ -221,7 +240,7 @@ def tune_inventory(tune: TuneConfig, *, on_trial: Callable[[Trial], None] | None
         profiles.setdefault(node.profile, []).append(node)
     out = []
     for profile, nodes in profiles.items():
-        backend = PROFILE_BACKENDS[profile]
+        backend = profile_spec(profile).backend
         cpus = min((n.cpus for n in nodes if n.cpus), default=None)
         space = Space(
             cpus=cpus or 1, precisions=tuple(dict.fromkeys(canonical(p) for p in tune.precisions)), backends=(backend,),

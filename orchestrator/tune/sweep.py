@@ -26,6 +26,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from orchestrator.errors import Interrupted
 from orchestrator.tune.layout import Layout
 
 PRUNE_MARGIN = 0.05
@@ -119,6 +120,8 @@ class _Runner:
         if key not in self.verdicts:
             try:
                 self.verdicts[key] = self.guard(*key)
+            except Interrupted:
+                raise  # Ctrl-C / SIGTERM stops the sweep, it does not refuse a precision
             except Exception as exc:  # noqa: BLE001 - a failed check refuses the pair, and says why
                 self.verdicts[key] = (False, {"meets": None, "reason": f"the accuracy check failed: {exc}"})
             ok, verdict = self.verdicts[key]
@@ -132,6 +135,8 @@ class _Runner:
         trial = Trial(stage, layout, accuracy=self.verdicts.get((layout.precision, layout.backend), (True, None))[1])
         try:
             trial.samples_per_second = float(self.measure(layout))
+        except Interrupted:
+            raise
         except Exception as exc:  # noqa: BLE001 - one failed layout does not end the sweep; it is shown
             trial.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         self.seen[layout] = trial

@@ -23,28 +23,34 @@ class TuneProgress:
         self.task = None
 
     def __enter__(self) -> TuneProgress:
-        self.progress.start()
-        return self
+        return self  # the bar starts with the first plan: an error before it leaves no empty bar behind
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
+
+    @property
+    def started(self) -> bool:
+        return self.progress.live.is_started
 
     def plan(self, total: int) -> None:
         """A new sweep of at most ``total`` trials (one per node profile on a cluster)."""
+        if not self.started:
+            self.progress.start()
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task("starting", total=total)
 
     def trial(self, trial: Trial) -> None:
         """One trial done: advance the bar and print its line above it."""
-        self.progress.console.print(f"  {_line(trial)}", highlight=False)
+        self.progress.console.print(f"  {_line(trial)}", highlight=False, soft_wrap=True)
         if self.task is not None:
             self.progress.update(self.task, advance=1, description=trial.layout.label())
 
 
 def _line(trial: Trial) -> str:
-    value = f"{trial.samples_per_second:8.2f} samples/s" if trial.samples_per_second is not None else f"failed: {trial.error}"
-    accuracy = f"  [{trial.accuracy.get('meets') or 'below bert-99'}]" if trial.accuracy else ""
+    value = f"{trial.samples_per_second:8.2f} samples/s" if trial.samples_per_second is not None else _why_not(trial.error)
+    accuracy = f"  [{_accuracy(trial.accuracy)}]" if trial.accuracy else ""
     return f"{trial.stage:20s} {trial.layout.label():40s} {value}{accuracy}"
 
 
@@ -63,7 +69,7 @@ def tune_table(result: dict[str, Any]) -> Table:
         table.add_row(
             f"{i}{mark}", trial["stage"], str(layout["workers"]), _dash(layout["threads"]), str(layout["batch_size"]),
             _dash(layout["chunk_size"]), layout["precision"], layout["backend"],
-            f"{sps:.2f}" if sps is not None else (trial.get("error") or "failed"),
+            f"{sps:.2f}" if sps is not None else _why_not(trial.get("error")),
             _accuracy(accuracy),
         )  # fmt: skip
     if best:
@@ -72,6 +78,13 @@ def tune_table(result: dict[str, Any]) -> Table:
             "orch bench uses it by default (flags override it)"
         )
     return table
+
+
+def _why_not(error: str | None) -> str:
+    """A trial without a figure: refused (the accuracy column says why) or failed (with the error)."""
+    if error and error.startswith("refused by the accuracy guard"):
+        return "refused by the guard"
+    return f"failed: {error}" if error else "failed"
 
 
 def _dash(value: Any) -> str:
@@ -83,4 +96,4 @@ def _accuracy(verdict: dict[str, Any]) -> str:
         return ""
     if verdict.get("ratio") is not None:
         return f"{verdict.get('meets') or 'below bert-99'} (F1 {100 * verdict['ratio']:.2f}% of fp32)"
-    return verdict.get("meets") or "unknown"
+    return verdict.get("meets") or f"unknown: {verdict.get('reason') or 'no verdict'}"
