@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.signals import interruptible
+
 pytestmark = pytest.mark.timeout(2400)
 
 NAME = "e2e-bench"
@@ -168,7 +170,7 @@ def test_ctrl_c_on_the_controller_stops_the_driver_on_the_head(cluster, tmp_path
                "bench", "-i", str(cluster["inventory"]), "--nodes", "2", "--mode", "accuracy", "--chunk-size", "2",
                "--out", "stopped"]  # node1 and node2: an earlier test killed node3's container
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=interruptible)
     with ParamikoTransport.from_inventory(inv) as transport:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:

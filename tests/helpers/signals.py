@@ -10,6 +10,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for an ``orch`` child a test will Ctrl-C: SIGINT back to its default.
+
+    A shell that starts a job with ``&`` (``nohup bash .ci/run &``) sets SIGINT to
+    ignored for it, every child inherits that, and Python then installs no
+    KeyboardInterrupt handler: a test's SIGINT would do nothing. A user's terminal
+    does not do this, so the test restores what the terminal gives.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass(frozen=True)
 class Stopped:
     returncode: int
@@ -24,7 +35,7 @@ def interrupt_orch(args: list[str], ready: Callable[[], bool], signame: str, *, 
         AssertionError: ``ready()`` never became true.
     """
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     try:
         deadline = time.monotonic() + ready_within
         while not ready():

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import ROOT
+from tests.helpers.signals import interruptible
 
 EARLIER_RUN_MARKER = {"record": "run-marker", "version": 1, "orch_version": "0", "kind": "run",
                       "created_at": "2026-01-01T00:00:00+00:00", "command": "orch bench", "state": "complete"}
@@ -221,7 +222,7 @@ def test_ctrl_c_during_a_download_keeps_the_part_and_no_lock(tmp_path):
         f"sys.exit(main(['fetch', 'vocab', '--cache-dir', {str(tmp_path)!r}, '--no-progress']))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     part = tmp_path / "vocab" / "vocab.txt.part"
     deadline = time.monotonic() + 60
     while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
