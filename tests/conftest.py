@@ -32,6 +32,21 @@ def squad_part() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _ctrl_c_works():
+    """SIGINT raises KeyboardInterrupt here and in every child, however the suite was started.
+
+    A suite started with ``&`` from a non-interactive shell (``nohup bash .ci/run &``) has
+    SIGINT ignored, which Python keeps and every child inherits: the Ctrl-C tests would then
+    test nothing but that. A terminal's Ctrl-C never meets an ignored SIGINT.
+    """
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _orch_cache(tmp_path_factory):
     """One orch cache for the whole test session (the demo model is built once), never the user's."""
     import os

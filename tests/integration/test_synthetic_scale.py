@@ -101,16 +101,29 @@ def test_orch_up_keeps_ray_and_the_workers_between_runs(tmp_path):
 
 
 def test_a_calibration_probe_draws_its_query_from_the_whole_data_set(tmp_path, squad_part):
-    """The query that calibrates a valid run is drawn by loadgen from every feature, not the first N."""
-    from orchestrator.bench.config import BenchConfig
-    from orchestrator.bench.runner import run_bench
-    from orchestrator.records import Faults
+    """The query that calibrates a valid run is drawn by loadgen from every feature, not the first N.
 
-    result = run_bench(
-        BenchConfig(backend="synthetic:rate=20000,overhead_ms=0.1", nodes=2, count=1024, whole_qsl=True,
-                    dataset=squad_part, out=tmp_path / "probe"),
-        faults=Faults(log_all_responses=True),
-    )  # fmt: skip
+    In a process of its own, as orch runs a calibration (loadgen reads one user.conf per process).
+    """
+    import subprocess
+    import sys
+
+    from tests.helpers.cli import ROOT
+
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from orchestrator.bench.config import BenchConfig\n"
+        "from orchestrator.bench.runner import run_bench\n"
+        "from orchestrator.records import Faults\n"
+        "conf = BenchConfig(backend='synthetic:rate=20000,overhead_ms=0.1', nodes=2, count=1024, whole_qsl=True,\n"
+        "                   dataset=Path(sys.argv[1]), out=Path(sys.argv[2]))\n"
+        "print(json.dumps(run_bench(conf, faults=Faults(log_all_responses=True)), default=str))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(squad_part), str(tmp_path / "probe")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
     run_dir = Path(result["run_dir"])
     values, errors = read_detail(run_dir / "mlperf_log_detail.txt")
     assert values["generated_samples_per_query"] == 1024 and errors == []
