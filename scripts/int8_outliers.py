@@ -25,15 +25,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable, Mapping
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "squad-v1.1-dev-part.json"
-
-from typing import Iterable, Mapping
-
 
 # alpha = 0.5 is the paper's default for BERT-sized models.
 ALPHA = 0.5
@@ -218,8 +215,7 @@ def main() -> int:
     def feeds():
         for i in precision.calibration_rows(len(f)):
             n = int(f.lengths[i])
-            yield {k: getattr(f, a)[i : i + 1, :n].astype(np.int64)
-                   for k, a in (("input_ids", "input_ids"), ("input_mask", "input_mask"), ("segment_ids", "segment_ids"))}  # fmt: skip
+            yield {name: getattr(f, name)[i : i + 1, :n].astype(np.int64) for name in ("input_ids", "input_mask", "segment_ids")}
 
     real = f.input_mask[rows].astype(bool)
     ref, ref_speed = run(choice.path)
