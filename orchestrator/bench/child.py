@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import Any
 
@@ -34,9 +33,9 @@ def _terminated(signum: int, frame) -> None:  # noqa: ARG001
 
 def child_main(job_json: str, live, send) -> None:
     """Run one ``RunJob`` and send ("ok", run.json) or ("error", error record) back."""
-    # Our own process group: the parent forwards each signal once (a terminal's
-    # Ctrl-C would otherwise reach this process twice: directly and forwarded).
-    os.setpgrp()
+    from orchestrator.bench.spawn import become_group_leader
+
+    become_group_leader()
     signal.signal(signal.SIGTERM, _terminated)
     from orchestrator.bench.runner import _execute
 

@@ -87,6 +87,9 @@ def _start_ray(address: str | None, *, debug: bool, node_ip: str | None) -> str:
             ray.init(address=address, **kwargs)
             return "address"
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        from orchestrator.bench.spawn import adopt_orphans
+
+        adopt_orphans()  # the raylet's agents become ours if it dies first (stop_ray ends them)
         ray.init(
             address="local",
             num_cpus=os.cpu_count() or 1,
@@ -120,11 +123,20 @@ def _check_reachable(address: str) -> None:
 
 
 def stop_ray() -> None:
-    """Shut down this process's Ray connection (and the embedded cluster, if ours)."""
+    """Shut down this process's Ray connection (and the embedded cluster, if ours).
+
+    Also when ``ray.init`` was interrupted half-way (not "initialized", but its
+    processes started): ``ray.shutdown`` ends the node it had begun, and
+    the raylet's agents it left (adopted, ``spawn.adopt_orphans``) are ended here.
+    """
     import ray
 
-    if ray.is_initialized():
+    from orchestrator.bench.spawn import end_ray_orphans
+
+    try:
         ray.shutdown()
+    finally:
+        end_ray_orphans()
 
 
 def local_slots(workers: int, threads: int | None, node: str) -> list[Slot]:

@@ -324,46 +324,20 @@ def _execute(job: RunJob, *, inputs=None, placement=None, live=None) -> RunRecor
 
 
 def _in_child(job: RunJob, live) -> RunRecord:
-    """``_execute`` in a fresh spawned process; its error (type, message, hint) raised here.
+    """``_execute`` in a fresh spawned process (``bench.spawn``); its error (type, message, hint) raised here.
 
-    The child runs in a process group of its own, and this process forwards
-    SIGINT / SIGTERM to it exactly once per signal: it then stops in order
+    A Ctrl-C / SIGTERM is forwarded to the child once: it stops in order
     (loadgen finishes its query, Ray goes down) and answers; this waits for
-    that answer before it lets the interrupt go on.
+    that answer, ends what is left of the child's Ray, and then lets the
+    interrupt go on.
     """
-    import multiprocessing
-    import os
-    import signal
-
     from orchestrator.bench.child import child_main, error_from
+    from orchestrator.bench.spawn import run_child
 
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=child_main, args=(job.to_json(), live, send), name=f"orch-bench-{job.mode}")
-    child.start()
-    send.close()
-    interrupt: BaseException | None = None
-    message = None
-    while message is None:
-        try:
-            if receive.poll(0.2):
-                message = receive.recv()
-            elif not child.is_alive():
-                child.join()
-                message = ("error", {"type": "RunError", "message": f"the {job.mode} run's process died (exit code {child.exitcode})"})
-        except EOFError:
-            child.join()
-            message = ("error", {"type": "RunError", "message": f"the {job.mode} run's process died (exit code {child.exitcode})"})
-        except BaseException as exc:  # KeyboardInterrupt, SIGTERM
-            if interrupt is not None:
-                child.kill()
-                raise
-            interrupt = exc
-            stopped = as_interrupt(exc)
-            os.kill(child.pid, signal.SIGTERM if stopped.signal_name == "SIGTERM" else signal.SIGINT)
-    child.join(30)
-    if child.is_alive():
-        child.kill()
+    def died(code):
+        return "error", {"type": "RunError", "message": f"the {job.mode} run's process died (exit code {code})"}
+
+    message, interrupt = run_child(child_main, (job.to_json(), live), name=f"orch-bench-{job.mode}", died=died)
     if interrupt is not None:
         raise as_interrupt(interrupt)
     if message[0] == "ok":

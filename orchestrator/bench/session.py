@@ -86,9 +86,10 @@ class Session:
     def __enter__(self) -> "Session":
         from orchestrator.bench.workers import WorkerSpec, start_or_reuse_workers, start_workers, warm_up
 
-        self.startup.ray = self.placement.start(debug=self.debug)
-        self.startup.mark("ray_started")
         try:
+            # In the try: a Ctrl-C while Ray starts must still shut down what it had started.
+            self.startup.ray = self.placement.start(debug=self.debug)
+            self.startup.mark("ray_started")
             self.slots = self.placement.slots()
             specs = [
                 WorkerSpec(

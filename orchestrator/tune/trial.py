@@ -6,16 +6,16 @@ a trial measures exactly what `orch bench` with that layout will run. The
 trial's stdout goes to stderr: `orch tune --json` keeps stdout for its one
 JSON object (Ray and loadgen may write to fd 1).
 
-Signals are handled as ``bench.runner._in_child`` does: the child runs in a
-process group of its own, this process forwards SIGINT / SIGTERM to it once,
-waits for its orderly answer, and then raises ``Interrupted``.
+Signals are handled as for ``orch bench`` (``bench.spawn.run_child``): the
+child runs in a process group of its own, this process forwards SIGINT /
+SIGTERM to it once, waits for its orderly answer (``STOP_SECONDS`` at most),
+ends what is left of the child's Ray, and then raises ``Interrupted``.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import time
 from typing import Any
 
 from orchestrator.errors import Interrupted
@@ -26,10 +26,11 @@ STOP_SECONDS = 60
 
 def _trial_main(conf_json: str, debug: bool, send) -> None:
     """The spawned process: run one bench and send ("ok", summary) or ("error", error record)."""
-    os.setpgrp()
-    os.dup2(2, 1)
     from orchestrator.bench.child import _terminated, describe_error
+    from orchestrator.bench.spawn import become_group_leader
 
+    become_group_leader()
+    os.dup2(2, 1)
     signal.signal(signal.SIGTERM, _terminated)
     from orchestrator.bench.runner import run_bench
     from orchestrator.records import BenchConfig
@@ -55,42 +56,19 @@ def run_trial(conf, *, debug: bool = False) -> dict[str, Any]:
         OrchError: the trial's own error (type, message and hint kept).
         RunError: the trial's process died.
     """
-    import multiprocessing
-
     from orchestrator.bench.child import error_from
     from orchestrator.bench.session import as_interrupt
+    from orchestrator.bench.spawn import run_child
 
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_trial_main, args=(conf.to_json(), debug, send), name="orch-tune-trial")
-    child.start()
-    send.close()
-    interrupt: BaseException | None = None
-    interrupted_at = 0.0
-    message = None
-    while message is None:
-        try:
-            if receive.poll(0.2):
-                message = receive.recv()
-            elif not child.is_alive():
-                child.join()
-                message = _died(child.exitcode)
-            elif interrupt is not None and time.monotonic() - interrupted_at > STOP_SECONDS:
-                child.kill()
-                break
-        except EOFError:
-            child.join()
-            message = _died(child.exitcode)
-        except BaseException as exc:  # KeyboardInterrupt, SIGTERM (orch's handler raises Interrupted)
-            if interrupt is not None:
-                child.kill()
-                raise as_interrupt(interrupt) from exc
-            interrupt, interrupted_at = exc, time.monotonic()
+    try:
+        message, interrupt = run_child(_trial_main, (conf.to_json(), debug), name="orch-tune-trial", died=_died,
+                                       stop_seconds=STOP_SECONDS)
+    except BaseException as exc:  # a second Ctrl-C: the trial was killed
+        if isinstance(exc, (KeyboardInterrupt, Interrupted)):
             stopped = as_interrupt(exc)
-            os.kill(child.pid, signal.SIGTERM if stopped.signal_name == "SIGTERM" else signal.SIGINT)
-    child.join(30)
-    if child.is_alive():
-        child.kill()
+            raise Interrupted(f"{stopped.message}: orch tune was stopped during a trial",
+                              signal_name=stopped.signal_name) from exc
+        raise
     if interrupt is not None:
         stopped = as_interrupt(interrupt)
         raise Interrupted(f"{stopped.message}: orch tune was stopped during a trial", signal_name=stopped.signal_name)
