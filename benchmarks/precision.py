@@ -1,4 +1,4 @@
-"""fp32 against orch's int8 variants (dynamic and static QDQ), side by side in one run.
+"""fp32 against orch's int8 variants (dynamic, per-token and static QDQ), side by side in one run.
 
 For each precision: samples/s of orch's batching and padding removal in one
 process (no loadgen, no Ray, so only the model differs), measured --rounds
@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "squad-v1.1-dev-part.json"
-PRECISIONS = ("fp32", "int8-dynamic", "int8-static")
+PRECISIONS = ("fp32", "int8-dynamic", "int8-per-token", "int8-static")
 
 
 def main() -> int:

@@ -170,7 +170,7 @@ class BenchConfig(Record):
     system_meta_source: str | None = None  # where system_meta was read from, for messages
     # Stop a valid run's automatic re-run from recursing (set on the re-run itself).
     is_rerun: bool = False
-    # Precision and tuned layouts (orchestrator.tune): fp32 | int8 | int8-dynamic | int8-static | fp16.
+    # Precision and tuned layouts (orchestrator.tune): fp32 | int8 | int8-dynamic | int8-per-token | int8-static | fp16.
     precision: str = "fp32"
     workers_per_node: int = 1  # on a deployed cluster: CPU workers per node (locally, --nodes is the workers)
     tuned: str = "off"  # off | auto (the stored tuned layout) | the decision's JSON (controller -> driver, parent -> child)

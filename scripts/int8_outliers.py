@@ -36,6 +36,8 @@ DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "squad-v1.1-dev-part.json"
 ALPHA = 0.5
 # Scales are kept within this range of 1, so a dead channel (max 0) or a zero weight row cannot blow up.
 SCALE_RANGE = (1e-3, 1e3)
+# The FFN's two weight MatMuls of every layer (where the [CLS] outlier sits).
+FFN_WEIGHTS = ("encoder.layer.*.intermediate.dense.*", "encoder.layer.*.output.dense.*")
 
 
 def matmul_groups(model, matmuls: Mapping[str, str]) -> dict[str, list[str]]:
@@ -183,7 +185,8 @@ def split_first_token(model_path, out_path, matmuls, ids_input="input_ids"):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("methods", nargs="+", help="cls-split, smooth:ALPHA, or none (plain int8-dynamic)")
+    parser.add_argument("methods", nargs="+", help="cls-split, smooth:ALPHA, none (plain int8-dynamic), per-token, "
+                        "per-token:ffn (the FFN MatMuls per token, the rest dynamic), smooth:ALPHA+per-token")
     parser.add_argument("--count", type=int, default=0, help="first N features (0: all)")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     args = parser.parse_args()
@@ -227,17 +230,34 @@ def main() -> int:
         for method in args.methods:
             rewritten = Path(tmp) / "rewritten.onnx"
             if method.startswith("smooth:"):
-                smooth(named, rewritten, matmuls, feeds(), alpha=float(method.split(":", 1)[1]))
+                alpha = method.split(":", 1)[1].split("+", 1)[0]
+                smooth(named, rewritten, matmuls, feeds(), alpha=float(alpha))
             elif method == "cls-split":
                 split_first_token(named, rewritten, matmuls)
-            elif method == "none":
+            elif method == "none" or method.startswith("per-token"):
                 rewritten = named
             else:
                 parser.error(f"unknown method {method!r}")
+            method_pt = method.split("+")[-1]
             fp32_logits, _ = run(rewritten)
             out = Path(tmp) / "int8.onnx"
-            quantize_dynamic(str(rewritten), str(out), nodes_to_quantize=list(matmuls), op_types_to_quantize=["MatMul"],
-                             per_channel=True, weight_type=QuantType.QInt8)  # fmt: skip
+            rest = dict(matmuls)
+            if "per-token" in method:
+                import fnmatch
+
+                from orchestrator.models import per_token
+
+                patterns = FFN_WEIGHTS if method_pt == "per-token:ffn" else ("*",)
+                chosen = {n: w for n, w in matmuls.items() if any(fnmatch.fnmatchcase(w, pat) for pat in patterns)}
+                rest = {n: w for n, w in matmuls.items() if n not in chosen}
+                per_token.rewrite(rewritten, out, chosen)
+                rewritten = out
+                out = Path(tmp) / "int8-rest.onnx"
+            if rest:
+                quantize_dynamic(str(rewritten), str(out), nodes_to_quantize=list(rest), op_types_to_quantize=["MatMul"],
+                                 per_channel=True, weight_type=QuantType.QInt8)  # fmt: skip
+            else:
+                out = rewritten
             logits, speed = run(out)
             f1 = f1_of(logits)
             print(json.dumps({

@@ -35,7 +35,7 @@ def bench(
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Inference threads per worker (default: its share of the CPUs)."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Samples per dispatched chunk (default: sized for each worker's rate)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | int8 | int8-dynamic | int8-static | fp16 (CUDA) | bf16 (refused: no backend runs it)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | int8 | int8-dynamic | int8-per-token | int8-static | fp16 (CUDA) | bf16 (refused: no backend runs it)."),
     workers_per_node: int = typer.Option(1, "--workers-per-node", help="With --inventory: workers on each CPU node (locally, --nodes is the workers)."),
     tuned: bool = typer.Option(True, "--tuned/--no-tuned", help="Use the layout `orch tune` stored for this system (flags given override it)."),
     target_qps: Optional[float] = typer.Option(None, "--target-qps", help="Expected samples/s of a valid run (default: measured, see README)."),

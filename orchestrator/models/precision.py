@@ -3,10 +3,14 @@
 ``--precision`` is ``fp32`` (the model as given), ``int8`` (ONNX Runtime's
 quantization tools; ``INT8_DEFAULT`` is the method orch keeps, see
 docs/performance.md for the measurement), the explicit ``int8-dynamic`` /
-``int8-static`` to choose the method, or ``fp16`` (CUDA only).
+``int8-per-token`` / ``int8-static`` to choose the method, or ``fp16`` (CUDA only).
 
 - ``int8-dynamic``: ``quantize_dynamic``: int8 weights (per channel) of every
   weight MatMul, activations quantized per batch at run time.
+- ``int8-per-token``: int8 weights per channel as above, and each token's
+  activations quantized with a scale of their own at run time
+  (``orchestrator.models.per_token``): one outlier token ([CLS]) no longer
+  coarsens the scale of all the others.
 - ``int8-static``: ``quantize_static`` in QDQ format: weights and activations
   int8, activation ranges calibrated (MinMax) on ``CALIBRATION_SAMPLES``
   SQuAD features of the run's data set, spread evenly over it.
@@ -32,7 +36,7 @@ import numpy as np
 
 from orchestrator.errors import InputError, ModelError
 
-PRECISIONS = ("fp32", "int8", "int8-dynamic", "int8-static", "fp16", "bf16")
+PRECISIONS = ("fp32", "int8", "int8-dynamic", "int8-per-token", "int8-static", "fp16", "bf16")
 # What plain ``int8`` means: the faster of the two at equal accuracy
 # (benchmarks/precision.py, docs/performance.md).
 INT8_DEFAULT = "int8-dynamic"
@@ -47,7 +51,7 @@ class ModelVariant:
     """A model file in one precision.
 
     Attributes:
-        precision: ``fp32``, ``int8-dynamic``, ``int8-static`` or ``fp16`` (never the alias ``int8``).
+        precision: ``fp32``, ``int8-dynamic``, ``int8-per-token``, ``int8-static`` or ``fp16`` (never the alias ``int8``).
         path: the file to load.
         source_path: the fp32 model it came from.
         source_sha256: that model's sha256 (what accuracy records are keyed by).
@@ -111,9 +115,9 @@ def check_precision(precision: str, backend: str) -> str:
             "where ONNX Runtime has no fp16 MatMul kernels (it would run fp32 with casts)",
             hint="use --precision int8 (or fp32) on CPUs",
         )
-    if name == "int8-dynamic" and backend == "deepsparse":
+    if name in ("int8-dynamic", "int8-per-token") and backend == "deepsparse":
         raise InputError(
-            "--precision int8-dynamic: DeepSparse runs statically quantized (QDQ) models, not ONNX Runtime's dynamic ones",
+            f"--precision {name}: DeepSparse runs statically quantized (QDQ) models, not ones quantized at run time",
             hint="use --precision int8-static with --backend deepsparse",
         )
     return name
@@ -222,6 +226,10 @@ def _build_quietly(source: Path, precision: str, out: Path, features) -> None:
                 str(named), str(built), nodes_to_quantize=_weight_matmuls(named), op_types_to_quantize=["MatMul"],
                 per_channel=True, weight_type=QuantType.QInt8,
             )  # fmt: skip
+        elif precision == "int8-per-token":
+            from orchestrator.models import per_token
+
+            per_token.rewrite(named, built, weight_matmuls(named))
         elif precision == "int8-static":
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -243,6 +251,7 @@ def _build_quietly(source: Path, precision: str, out: Path, features) -> None:
 
 _TRANSFORMATIONS = {
     "int8-dynamic": "quantized by orch with ONNX Runtime quantize_dynamic: int8 per-channel weights of every encoder weight MatMul (the QA head stays fp32), activations quantized at run time",
+    "int8-per-token": "quantized by orch (orchestrator.models.per_token): int8 per-channel weights of every encoder weight MatMul (the QA head stays fp32), activations quantized at run time with one scale per token (MatMulInteger)",
     "int8-static": "quantized by orch with ONNX Runtime quantize_static (QDQ): int8 per-channel weights of every encoder weight MatMul (the QA head stays fp32), uint8 activations calibrated (MinMax) on {n} SQuAD features",
     "fp16": "converted by orch to fp16 with onnxruntime.transformers.float16 (inputs and outputs fp32)",
 }
