@@ -7,7 +7,7 @@ official way; how far its logits are from fp32's on real tokens. This is the
 measurement behind ``orchestrator.models.precision.INT8_DEFAULT`` (the faster
 method at equal accuracy) and the accuracy guard's numbers in docs/performance.md.
 
-    python benchmarks/precision.py [--count N] [--spread] [--rounds 3] [--threads 1] [--batch-size 2] [--dataset PATH]
+    python benchmarks/precision.py [--count N] [--spread] [--precisions fp32,int8-per-token] [--rounds 3] [--threads 1] [--batch-size 2] [--dataset PATH]
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--model", default="demo")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated, fp32 first (the reference)")
     parser.add_argument("--spread", action="store_true", help="--count features spread evenly over the data set, not the first ones")
     args = parser.parse_args()
+    precisions = tuple(args.precisions.split(","))
+    if precisions[0] != "fp32":
+        parser.error("--precisions must start with fp32 (the reference)")
     if not args.dataset.exists():
         print(f"data set {args.dataset} is absent (the real SQuAD dev part lives in ../shared/data)", file=sys.stderr)
         return 2
@@ -54,7 +58,7 @@ def main() -> int:
     # The first features of the shared SQuAD part are all one article; --spread takes them over the whole part.
     picked = np.linspace(0, len(features) - 1, n).round().astype(int) if args.spread else np.arange(n)
     built = {}
-    for name in PRECISIONS:
+    for name in precisions:
         started = time.perf_counter()
         built[name] = (prepare_variant(choice.path, name, features=features), time.perf_counter() - started)
 
@@ -64,7 +68,7 @@ def main() -> int:
         backend = get_backend("onnxruntime")
         backend.load(variant.path, threads=args.threads, batch_size=args.batch_size)
         backends[name] = backend
-    speeds: dict[str, list[float]] = {name: [] for name in PRECISIONS}
+    speeds: dict[str, list[float]] = {name: [] for name in precisions}
     logits = {}
     for _ in range(args.rounds):
         for name, backend in backends.items():
@@ -78,7 +82,7 @@ def main() -> int:
     ref = logits["fp32"]
     spread = float(ref[real].std())
     rows = {}
-    for name in PRECISIONS:
+    for name in precisions:
         score = score_logits(features, {int(r): logits[name][i] for i, r in enumerate(picked)})
         diff = np.abs(logits[name][real] - ref[real])
         rows[name] = {
@@ -93,7 +97,7 @@ def main() -> int:
             "variant_build_seconds": round(built[name][1], 1),
             "model_file": built[name][0].path.name,
         }
-    for name in PRECISIONS:
+    for name in precisions:
         rows[name]["f1_share_of_fp32"] = round(rows[name]["f1"] / rows["fp32"]["f1"], 4) if rows["fp32"]["f1"] else None
     print(json.dumps({
         "model": choice.name, "dataset": str(choice.dataset_path), "samples": n, "spread": args.spread,

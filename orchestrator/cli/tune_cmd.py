@@ -38,7 +38,7 @@ def tune(
     vocab: Optional[Path] = typer.Option(None, "--vocab", help="BERT vocab.txt (default: the model's)."),
     count: int = typer.Option(600, "--count", help="Samples per performance trial (test mode)."),
     accuracy_count: Optional[int] = typer.Option(None, "--accuracy-count", help="Samples of the accuracy guard's runs, fp32 and each reduced precision on the same ones (default: the whole data set; fewer: PARTIAL runs)."),
-    precisions: str = typer.Option("fp32,int8-dynamic,int8-static", "--precisions", help="Precisions to try (fp32 is the guard's reference)."),
+    precisions: str = typer.Option("fp32,int8-per-token,int8-dynamic,int8-static", "--precisions", help="Precisions to try (fp32 is the guard's reference)."),
     backends: Optional[str] = typer.Option(None, "--backends", help="Backends to try locally (default: every installed CPU backend); a cluster uses each profile's."),
     batch_sizes: str = typer.Option("1,2,4,8,16", "--batch-sizes", help="Batch sizes to try, in increasing order."),
     chunk_sizes: str = typer.Option("default,16,64", "--chunk-sizes", help="Chunk sizes to try (default: orch's own rule)."),

@@ -1,18 +1,22 @@
-"""int8 with one activation scale per token: the ``int8-per-token`` variant.
+"""int8 with a scale and zero point per token: the ``int8-per-token`` variant.
 
 ``quantize_dynamic`` gives a weight MatMul's input one scale for the whole
 tensor. On BERT-style encoders the [CLS] token is an outlier at the FFN
 inputs (max |x| 24-30 against 2-5 for a median token, docs/performance.md),
 so that one scale wastes most of the int8 range of every other token. Here
-each token (row of the last axis) gets its own symmetric scale:
+each token (row of the last axis) gets its own range, mapped onto 0..255:
 
-    s   = max(|x|, over the row) / 127              one per token, [.., S, 1]
-    q   = round(x / s) + 128                         uint8, zero point 128 (one Add and a Cast)
-    y   = MatMulInteger(q, W8, 128) * s * w_scale    W8: int8 per output channel
+    s, z = (max - min) / 255, round(-min / s)                per token (0 kept exact)
+    q    = QuantizeLinear(x as [M, K], s, z, axis=0)          uint8, per row
+    y    = s * MatMulIntegerToFloat(q, W8, 1, w_scale) - (s * z) * colsum(W8 * w_scale)
 
-The quantization of an input is shared by every MatMul that reads it (Q, K
-and V read one tensor). It is the same int8 x int8 arithmetic as dynamic
-int8 (ONNX Runtime's u8s8 kernels), plus a few element-wise passes.
+``W8`` is int8 per output channel. A one-sided input (GELU's output, the
+second FFN MatMul's input) gets all 256 levels instead of half. The
+quantization of an input is shared by every MatMul that reads it (Q, K and V
+read one tensor). The arithmetic is ONNX Runtime's u8s8 int8 GEMM, as for
+dynamic int8 (``MatMulIntegerToFloat`` is its com.microsoft op, so the
+variant is for ONNX Runtime's CPU provider); the cost over dynamic int8 is
+the per-token Mul/Sub on each output and the min/max/quantize passes.
 """
 
 from __future__ import annotations
@@ -36,18 +40,19 @@ def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def rewrite(source: Path, out: Path, matmuls: Mapping[str, str]) -> int:
     """Write ``source`` with the MatMuls of ``matmuls`` (node name -> weight) in per-token int8; how many."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     model = onnx.load(str(source))
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
-    quantized_inputs: dict[str, tuple[str, str]] = {}  # input -> (its uint8 tensor, its scale)
+    quantized_inputs: dict[str, str] = {}  # input -> the prefix of its quantized tensors
     constants = [
-        numpy_helper.from_array(np.array(127.0, np.float32), "pt_127"),
-        numpy_helper.from_array(np.array(1.0 / 127.0, np.float32), "pt_inv127"),
         numpy_helper.from_array(np.array(EPSILON, np.float32), "pt_eps"),
-        numpy_helper.from_array(np.array(128.5, np.float32), "pt_shift"),
-        numpy_helper.from_array(np.array(128, np.uint8), "pt_zero_point"),
+        numpy_helper.from_array(np.array([-1], np.int64), "pt_flat"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "pt_zero"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "pt_one"),
+        numpy_helper.from_array(np.array(1.0 / 255.0, np.float32), "pt_inv255"),
+        numpy_helper.from_array(np.array(255.0, np.float32), "pt_255"),
     ]
     nodes = []
     done = 0
@@ -57,18 +62,21 @@ def rewrite(source: Path, out: Path, matmuls: Mapping[str, str]) -> int:
             continue
         x, w_name, y = node.input[0], node.input[1], node.output[0]
         if x not in quantized_inputs:
-            p = f"pt_{len(quantized_inputs)}"
-            quantized_inputs[x] = (f"{p}_q", f"{p}_scale")
-            nodes += _quantize_rows(x, p)
-        q, scale = quantized_inputs[x]
+            quantized_inputs[x] = f"pt_{len(quantized_inputs)}"
+            nodes += _quantize_rows(x, quantized_inputs[x])
+        p = quantized_inputs[x]
         w8, w_scale = quantize_weight(numpy_helper.to_array(weights[w_name]))
         m = f"{node.name}_pt"
         constants += [numpy_helper.from_array(w8, f"{m}_w8"), numpy_helper.from_array(w_scale, f"{m}_wscale")]
+        # y = s * (q @ W8) * w_scale - (s * z) * (column sums of W8 * w_scale)
+        column = (w8.astype(np.float32).sum(axis=0) * w_scale).astype(np.float32)
+        constants.append(numpy_helper.from_array(column, f"{m}_column"))
         nodes += [
-            helper.make_node("MatMulInteger", [q, f"{m}_w8", "pt_zero_point"], [f"{m}_i32"], name=f"{m}_MatMulInteger"),
-            helper.make_node("Cast", [f"{m}_i32"], [f"{m}_f"], name=f"{m}_Cast", to=TensorProto.FLOAT),
-            helper.make_node("Mul", [f"{m}_f", scale], [f"{m}_s"], name=f"{m}_MulScale"),
-            helper.make_node("Mul", [f"{m}_s", f"{m}_wscale"], [y], name=f"{m}_MulWScale"),
+            helper.make_node("MatMulIntegerToFloat", [f"{p}_q", f"{m}_w8", "pt_one", f"{m}_wscale"],
+                             [f"{m}_f"], name=f"{m}_MatMulIntegerToFloat", domain="com.microsoft"),
+            helper.make_node("Mul", [f"{m}_f", f"{p}_scale"], [f"{m}_s"], name=f"{m}_MulScale"),
+            helper.make_node("Mul", [f"{p}_offset", f"{m}_column"], [f"{m}_o"], name=f"{m}_MulOffset"),
+            helper.make_node("Sub", [f"{m}_s", f"{m}_o"], [y], name=f"{m}_SubOffset"),
         ]
         done += 1
     used = {i for n in nodes for i in n.input}
@@ -77,26 +85,39 @@ def rewrite(source: Path, out: Path, matmuls: Mapping[str, str]) -> int:
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept + [c for c in constants if c.name in used])
-    onnx.checker.check_model(model)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save_model(model, str(out))
     return done
 
 
 def _quantize_rows(x: str, p: str) -> list:
-    """Nodes that quantize ``x`` per row to ``{p}_q`` (uint8, zero point 128) with the scale ``{p}_scale``."""
+    """Per row: scale ``{p}_scale`` = (max - min) / 255, zero point round(-min / scale), ``{p}_offset`` = scale * zero point."""
     from onnx import TensorProto, helper
 
     def node(op, inputs, output, **attrs):
         return helper.make_node(op, inputs, [output], name=f"{output}_{op}", **attrs)
 
     return [
-        node("Abs", [x], f"{p}_abs"),
-        node("ReduceMax", [f"{p}_abs"], f"{p}_max", axes=[-1], keepdims=1),
-        node("Max", [f"{p}_max", "pt_eps"], f"{p}_maxe"),
-        node("Div", ["pt_127", f"{p}_maxe"], f"{p}_inv"),
-        node("Mul", [f"{p}_maxe", "pt_inv127"], f"{p}_scale"),
-        node("Mul", [x, f"{p}_inv"], f"{p}_x"),
-        # x/s is in [-127, 127]; + 128.5 and Cast's truncation is round(x/s) + 128 (halves up): no Round pass.
-        node("Add", [f"{p}_x", "pt_shift"], f"{p}_u"),
-        node("Cast", [f"{p}_u"], f"{p}_q", to=TensorProto.UINT8),
+        node("ReduceMax", [x], f"{p}_hi", axes=[-1], keepdims=1),
+        node("ReduceMin", [x], f"{p}_lo0", axes=[-1], keepdims=1),
+        node("Min", [f"{p}_lo0", "pt_zero"], f"{p}_lo"),  # 0 stays representable
+        node("Max", [f"{p}_hi", "pt_zero"], f"{p}_hi0"),
+        node("Sub", [f"{p}_hi0", f"{p}_lo"], f"{p}_span"),
+        node("Max", [f"{p}_span", "pt_eps"], f"{p}_spane"),
+        node("Mul", [f"{p}_spane", "pt_inv255"], f"{p}_scale"),  # [..., S, 1]
+        node("Div", [f"{p}_lo", f"{p}_scale"], f"{p}_zneg"),
+        node("Neg", [f"{p}_zneg"], f"{p}_zf"),
+        node("Round", [f"{p}_zf"], f"{p}_zr"),
+        node("Clip", [f"{p}_zr", "pt_zero", "pt_255"], f"{p}_zc"),
+        node("Mul", [f"{p}_zc", f"{p}_scale"], f"{p}_offset"),  # [..., S, 1]
+        node("Reshape", [f"{p}_scale", "pt_flat"], f"{p}_rows"),
+        node("Reshape", [f"{p}_zc", "pt_flat"], f"{p}_zrows"),
+        node("Cast", [f"{p}_zrows"], f"{p}_zp", to=TensorProto.UINT8),
+        node("Shape", [x], f"{p}_shape"),
+        node("Shape", [x], f"{p}_k", start=-1),
+        node("Concat", ["pt_flat", f"{p}_k"], f"{p}_2d", axis=0),
+        node("Reshape", [x, f"{p}_2d"], f"{p}_x2"),
+        node("QuantizeLinear", [f"{p}_x2", f"{p}_rows", f"{p}_zp"], f"{p}_q2", axis=0),
+        node("Reshape", [f"{p}_q2", f"{p}_shape"], f"{p}_q"),
     ]

@@ -36,7 +36,7 @@ class TuneConfig:
     vocab: Path | None = None
     count: int = DEFAULT_COUNT
     accuracy_count: int | None = None  # None: the whole data set
-    precisions: tuple[str, ...] = ("fp32", "int8-dynamic", "int8-static")
+    precisions: tuple[str, ...] = ("fp32", "int8-per-token", "int8-dynamic", "int8-static")
     backends: tuple[str, ...] | None = None  # None: every installed CPU backend (local) / each profile's
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
     chunk_sizes: tuple[int | None, ...] = (None, 16, 64)

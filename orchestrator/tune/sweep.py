@@ -38,7 +38,7 @@ class Space:
     """The values each dimension may take on one node profile."""
 
     cpus: int
-    precisions: tuple[str, ...] = ("fp32", "int8-dynamic", "int8-static")
+    precisions: tuple[str, ...] = ("fp32", "int8-per-token", "int8-dynamic", "int8-static")
     backends: tuple[str, ...] = ("onnxruntime",)
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
     chunk_sizes: tuple[int | None, ...] = (None, 16, 64)

@@ -22,6 +22,8 @@ def test_int8_means_the_kept_method():
         ("fp16", "deepsparse", "--precision fp16 needs --backend onnxruntime-cuda"),
         ("bf16", "onnxruntime-cuda", "--precision bf16: no orch backend runs bf16"),
         ("int8-dynamic", "deepsparse", "DeepSparse runs statically quantized (QDQ) models"),
+        ("int8-per-token", "deepsparse", "DeepSparse runs statically quantized (QDQ) models"),
+        ("int8-per-token", "onnxruntime-cuda", "--precision int8-per-token is built for ONNX Runtime's CPU provider"),
         ("int4", "onnxruntime", "--precision 'int4' is unknown"),
     ],
 )
