@@ -209,9 +209,10 @@ def main() -> int:
         fp32_run = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes, "fp32", "accuracy", whole=whole)
         int8_run = orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes, args.int8 or "int8", "accuracy", whole=whole)
         accuracy = {
-            "fp32_f1": fp32_run["f1"], "fp32_exact_match": fp32_run["exact_match"],
-            "int8_precision": int8_run["precision"], "int8_f1": int8_run["f1"], "int8_exact_match": int8_run["exact_match"],
-            "int8_share_of_fp32_f1": round(int8_run["f1"] / fp32_run["f1"], 4) if fp32_run["f1"] else None,
+            "fp32_f1": fp32_run["accuracy"]["f1"], "fp32_exact_match": fp32_run["accuracy"]["exact_match"],
+            "int8_precision": int8_run["precision"], "int8_f1": int8_run["accuracy"]["f1"],
+            "int8_exact_match": int8_run["accuracy"]["exact_match"],
+            "int8_share_of_fp32_f1": round(int8_run["accuracy"]["f1"] / fp32_run["accuracy"]["f1"], 4) if fp32_run["accuracy"]["f1"] else None,
             "guard": int8_run["accuracy_target"],
         }  # fmt: skip
 

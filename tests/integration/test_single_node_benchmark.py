@@ -41,3 +41,20 @@ def test_single_node_benchmark_runs_and_counts_the_model(squad_part):
     assert ceiling["gmacs_per_sample_padded_384"] == round(padded / 1e9, 3)
     assert 0 < ceiling["gmacs_per_sample_real_lengths"] < ceiling["gmacs_per_sample_padded_384"]
     assert ceiling["matmul_peak_gflops"] > 0
+
+
+def test_single_node_benchmark_int8_line_and_accuracy(squad_part):
+    """--int8 --accuracy: the int8 way is measured, and fp32 and int8 are scored with the guard's verdict."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "single_node.py"), "--count", "16", "--nodes", "1",
+         "--batch-size", "2", "--int8", "--accuracy", "--dataset", str(squad_part)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout)
+    assert figures["orch_int8_samples_per_second"] > 0
+    accuracy = figures["accuracy"]
+    assert accuracy["int8_precision"] == "int8-per-token"
+    assert accuracy["fp32_f1"] is not None and accuracy["int8_f1"] is not None
+    assert accuracy["int8_share_of_fp32_f1"] == round(accuracy["int8_f1"] / accuracy["fp32_f1"], 4)
+    assert accuracy["guard"]

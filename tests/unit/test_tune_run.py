@@ -22,7 +22,7 @@ def fake(tmp_path, monkeypatch):
     inputs = SimpleNamespace(model_path=model, features_key="f" * 64, total=50)
     monkeypatch.setattr("orchestrator.bench.inputs.resolve_inputs", lambda conf, deploy=None: inputs)
     confs = []
-    f1 = {"fp32": 50.0, "int8-dynamic": 49.9, "int8-static": 30.0}
+    f1 = {"fp32": 50.0, "int8-per-token": 49.95, "int8-dynamic": 49.9, "int8-static": 30.0}
 
     def answer(conf, *, debug=False):
         confs.append(conf)
@@ -31,7 +31,7 @@ def fake(tmp_path, monkeypatch):
             meets = "bert-99.9" if share >= 0.999 else "bert-99" if share >= 0.99 else None
             return {"mode": "accuracy", "count": conf.count or 50, "f1": f1[conf.precision],
                     "accuracy_target": {"precision": conf.precision, "ratio": share, "meets": meets, "reason": f"{share:.3f}"}}  # fmt: skip
-        speed = (20.0 if conf.nodes == 2 else 15.0) * (1.3 if conf.precision == "int8-dynamic" else 1.0)
+        speed = (20.0 if conf.nodes == 2 else 15.0) * {"int8-dynamic": 1.3, "int8-per-token": 1.2}.get(conf.precision, 1.0)
         speed *= {1: 0.9, 2: 1.0, 4: 0.97, 8: 0.8, 16: 0.7}[conf.batch_size]
         return {"mode": "performance", "samples_per_second": speed}
 
@@ -44,7 +44,7 @@ def test_tune_runs_the_guard_then_the_sweep_and_stores_the_best(fake):
     result = run.tune_local(run.TuneConfig(count=200, backends=("onnxruntime",), command="orch tune"), on_trial=seen.append)
     accuracy = [c for c in fake.confs if c.mode == "accuracy"]
     # One fp32 reference, then each reduced precision, on the whole data set (not PARTIAL).
-    assert [c.precision for c in accuracy] == ["fp32", "int8-dynamic", "int8-static"]
+    assert [c.precision for c in accuracy] == ["fp32", "int8-per-token", "int8-dynamic", "int8-static"]
     assert all(c.count is None and not c.partial_accuracy and c.tuned == "off" for c in accuracy)
     perf = [c for c in fake.confs if c.mode == "performance"]
     assert all(c.count == 200 and c.execution == "test" and c.tuned == "off" for c in perf)  # 200 > 50: samples repeat
