@@ -31,31 +31,36 @@ def draw_run(run: RunData, *, prefix: str, png_folder: str) -> tuple[list[DrawnF
         notes.append("The timeline's last line was cut short (the run was killed while writing it) and was skipped.")
     if timeline.ended is None:
         notes.append("The timeline has no end record: the driver stopped before the run finished.")
-    if not timeline.chunks:
+    if not timeline.chunks and not timeline.losses:
         return [], notes + ["No figures: no chunk was answered before the run stopped."], {}
     an = analysis.analyse(timeline)
     shifted = {w: off for w, off in an.offsets.items() if abs(off) >= 0.001}
     if shifted:
         notes.append("Worker clocks were shifted onto the driver's: "
                      + ", ".join(f"{w} {off * 1000:+.0f} ms" for w, off in shifted.items()) + ".")
-    tp = analysis.throughput(timeline, an)
-    points = analysis.length_points(timeline, an)
     lost = ", ".join(f"{lane.worker} at {lane.lost_at:.1f} s" for lane in an.lanes if lane.lost_at is not None)
+    if not timeline.chunks:  # workers were lost before any answer: their lanes still say when
+        notes.append("Only the timeline: no chunk was answered before the run stopped.")
     specs = [
         ("gantt", "Timeline", figures.gantt(an, prefix),
          f"One lane per worker, one bar per chunk from the start to the end of its compute "
          f"({an.chunks} chunks, {an.samples} samples). Red hatched bars are chunks re-run after a lost worker"
          + (f"; lost: {lost}, its chunks in flight hatched" if lost else "") + "."),
-        ("throughput", "Throughput", figures.throughput(an, tp, prefix),
-         "Samples per second in time bins, each chunk's samples spread over its compute span, for all workers "
-         "and per node; dotted: answers as they reached loadgen. Dashed lines: loadgen's start and end."),
-        ("balance", "Balance", figures.balance(an, prefix),
-         "Left: each node's share of the samples it did, against its share of the measured capacity (samples per "
-         "busy second) and of the CPUs. Right: how long each worker sat idle before the last answer."),
-        ("lengths", "Sequence lengths", figures.lengths(an, points, prefix),
-         "Left: real tokens per sample of each chunk (dot: mean, bar: min to max) when it ran: longest first, as "
-         "the dispatcher sorts them. Right: samples per node by length."),
     ]
+    if timeline.chunks:
+        tp = analysis.throughput(timeline, an)
+        points = analysis.length_points(timeline, an)
+        specs += [
+            ("throughput", "Throughput", figures.throughput(an, tp, prefix),
+             "Samples per second in time bins, each chunk's samples spread over its compute span, for all workers "
+             "and per node; dotted: answers as they reached loadgen. Dashed lines: loadgen's start and end."),
+            ("balance", "Balance", figures.balance(an, prefix),
+             "Left: each node's share of the samples it did, against its share of the measured capacity (samples per "
+             "busy second) and of the CPUs. Right: how long each worker sat idle before the last answer."),
+            ("lengths", "Sequence lengths", figures.lengths(an, points, prefix),
+             "Left: real tokens per sample of each chunk (dot: mean, bar: min to max) when it ran: longest first, as "
+             "the dispatcher sorts them. Right: samples per node by length."),
+        ]
     drawn, files = [], {}
     for name, title, fig, caption in specs:
         one, png = _draw(fig, f"{prefix}{name}", title, caption, png_folder)

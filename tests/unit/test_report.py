@@ -242,6 +242,15 @@ def test_a_failed_run_without_run_json_still_gets_its_figures(tmp_path):
     assert (tmp_path / "failed-figures" / "r0-gantt.png").is_file()
 
 
+def test_a_worker_lost_before_any_answer_still_gets_its_timeline(tmp_path):
+    """The only worker died holding its first chunk: no chunk came back, but the Gantt shows the loss."""
+    run = tmp_path / "out.failed-124"
+    write_timeline(run, workers=[("local-1", "vm", 2.0)], chunks=[], losses=[("local-1", 1.5, (0,), 0.2)])
+    page = make_report([run], tmp_path / "lost.html").html.read_text()
+    assert 'id="fig-r0-gantt"' in page and 'id="r0-gantt-lost-local-1"' in page
+    assert "no chunk was answered" in page and 'id="fig-r0-throughput"' not in page
+
+
 def test_a_submission_directory_reads_as_its_two_runs_and_compares_them(tmp_path):
     out = tmp_path / "sub"
     lost_run(out / "accuracy")
