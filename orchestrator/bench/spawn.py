@@ -160,12 +160,9 @@ def _reap(pids) -> None:
             pass
 
 
-def _ray_descendants() -> list[int]:
-    """Live descendants of this process whose command is one of Ray's (``ray::...``, raylet, gcs_server, .../ray/...)."""
-    if not os.path.isdir("/proc"):
-        return []
-    parents: dict[int, int] = {}
-    ray_like: set[int] = set()
+def _live_processes() -> list[tuple[int, int, int, str]]:
+    """(pid, parent pid, process group, command line) of every live (not zombie) process, from /proc."""
+    found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -176,12 +173,20 @@ def _ray_descendants() -> list[int]:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if fields[0] == "Z":
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        if command.startswith("ray::") or "/ray/" in command or command.split(" ", 1)[0].endswith(("raylet", "gcs_server")):
-            ray_like.add(pid)
+        if fields[0] != "Z":
+            found.append((int(entry.name), int(fields[1]), int(fields[2]), command))
+    return found
+
+
+def _ray_descendants() -> list[int]:
+    """Live descendants of this process whose command is one of Ray's (``ray::...``, raylet, gcs_server, .../ray/...)."""
+    if not os.path.isdir("/proc"):
+        return []
+    table = _live_processes()
+    parents = {pid: ppid for pid, ppid, _, _ in table}
+    ray_like = [pid for pid, _, _, command in table
+                if command.startswith("ray::") or "/ray/" in command
+                or command.split(" ", 1)[0].endswith(("raylet", "gcs_server"))]  # fmt: skip
     me = os.getpid()
 
     def mine(pid: int) -> bool:
@@ -198,24 +203,13 @@ def _ray_descendants() -> list[int]:
 
 def _members(pgid: int) -> list[int]:
     """Live (not zombie) processes in group ``pgid``, this process excluded (Linux: read from /proc)."""
-    found = []
     if not os.path.isdir("/proc"):
         try:
             os.killpg(pgid, 0)
         except OSError:
             return []
         return [-pgid]  # the group as a whole: os.kill(-pgid, sig) signals all of it
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, _, group, _ in _live_processes() if group == pgid and pid != os.getpid()]
 
 
 def _signal_all(pids: list[int], sig: int) -> None:
