@@ -38,12 +38,14 @@ from orchestrator.errors import InputError, ModelError
 
 PRECISIONS = ("fp32", "int8", "int8-dynamic", "int8-per-token", "int8-static", "fp16", "bf16")
 # What plain ``int8`` means: the fastest method that keeps bert-99 on the demo model
-# (benchmarks/precision.py, docs/performance.md: whole SQuAD part, 99.99% of fp32's F1 at
-# 1.7x fp32's speed; int8-dynamic is 2.1x but keeps 96.8%, which the guard refuses).
+# (benchmarks/precision.py, docs/performance.md, whole SQuAD part: 99.8% of fp32's F1 on an
+# AVX2 machine, where it runs at fp32's speed (1.06x), 99.99% at 1.6x with AVX-512 VNNI;
+# int8-dynamic is 1.0-2.1x but keeps 95-97%, which the guard refuses).
 INT8_DEFAULT = "int8-per-token"
 CALIBRATION_SAMPLES = 128
-# Bump when the recipe of a variant changes, so cached files are rebuilt.
-VARIANT_VERSION = "4"
+# The code that builds variants: a cached variant is keyed by a hash of these files and of the
+# quantizers' versions (recipe_key), so a change to the recipe can never reuse a stale build.
+RECIPE_FILES = ("precision.py", "per_token.py")
 CPU_BACKENDS = ("onnxruntime", "deepsparse")
 
 
@@ -136,6 +138,25 @@ def _variants_dir(cache_dir: Path | None) -> Path:
     folder = Path(cache_dir) if cache_dir is not None else cache_subdir("models") / "variants"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def recipe_key(paths: tuple[Path, ...] | None = None) -> str:
+    """12 hex digits that change whenever the code (``RECIPE_FILES``, or ``paths``) or the library versions that build a variant do."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths if paths is not None else tuple(Path(__file__).with_name(n) for n in RECIPE_FILES):
+        digest.update(path.read_bytes())
+    for module in ("onnx", "onnxruntime"):
+        digest.update(f"{module}={_version(module)}".encode())
+    return digest.hexdigest()[:12]
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
 
 
 def calibration_rows(total: int, samples: int = CALIBRATION_SAMPLES) -> np.ndarray:
@@ -258,7 +279,7 @@ def _build_quietly(source: Path, precision: str, out: Path, features) -> None:
 
 _TRANSFORMATIONS = {
     "int8-dynamic": "quantized by orch with ONNX Runtime quantize_dynamic: int8 per-channel weights of every encoder weight MatMul (the QA head stays fp32), activations quantized at run time",
-    "int8-per-token": "quantized by orch (orchestrator.models.per_token): int8 per-channel weights of every encoder weight MatMul (the QA head stays fp32), activations quantized at run time with one scale per token (QuantizeLinear per row, MatMulIntegerToFloat)",
+    "int8-per-token": "quantized by orch (orchestrator.models.per_token): int8 per-channel weights (stored as uint8 with zero point 128, so ONNX Runtime runs its u8u8 GEMM, exact on every x86 CPU) of every encoder weight MatMul (the QA head stays fp32), activations quantized at run time with one scale per token (QuantizeLinear per row, MatMulIntegerToFloat)",
     "int8-static": "quantized by orch with ONNX Runtime quantize_static (QDQ): int8 per-channel weights of every encoder weight MatMul (the QA head stays fp32), uint8 activations calibrated (MinMax) on {n} SQuAD features",
     "fp16": "converted by orch to fp16 with onnxruntime.transformers.float16 (inputs and outputs fp32)",
 }
@@ -294,7 +315,7 @@ def prepare_variant(model_path: Path, precision: str, *, features=None, cache_di
         return ModelVariant("fp32", source, source, source_sha, source_sha, "fp32", "none")
     if name == "bf16":
         raise InputError("--precision bf16: no orch backend runs bf16", hint="use int8 or fp16")
-    tag = f"{name}-v{VARIANT_VERSION}"
+    tag = f"{name}-r{recipe_key()}"
     transformation = _TRANSFORMATIONS[name]
     if name == "int8-static":
         if features is None:
@@ -315,18 +336,10 @@ def prepare_variant(model_path: Path, precision: str, *, features=None, cache_di
             "source_sha256": source_sha,
             "sha256": sha256_file(path),
             "transformation": transformation,
-            "onnxruntime": _ort_version(),
+            "onnxruntime": _version("onnxruntime"),
+            "recipe": recipe_key(),
         }
         atomic_write(meta_path, json.dumps(meta, indent=2) + "\n")
     meta = json.loads(meta_path.read_text())
     weights = "fp16" if name == "fp16" else "int8"
     return ModelVariant(name, path, source, source_sha, meta["sha256"], weights, meta["transformation"])
-
-
-def _ort_version() -> str | None:
-    try:
-        import onnxruntime
-
-        return onnxruntime.__version__
-    except ImportError:
-        return None

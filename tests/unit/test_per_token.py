@@ -39,7 +39,7 @@ def test_weights_are_int8_per_column_and_round_trip(rng):
     w[:, 3] = 0.0  # a dead column keeps a usable scale
     w8, scale = per_token.quantize_weight(w)
     assert w8.dtype == np.int8 and scale.shape == (N,) and np.all(scale > 0)
-    assert np.abs(w8).max() == 127
+    assert np.abs(w8).max() == per_token.WEIGHT_LEVELS == 127
     assert np.abs(w8 * scale - w).max() <= scale.max() / 2 + 1e-6
 
 
@@ -104,10 +104,29 @@ def test_a_one_sided_input_gets_the_whole_range(tmp_path, rng):
     matmuls = _model(tmp_path / "fp32.onnx", {"w": w})
     per_token.rewrite(tmp_path / "fp32.onnx", tmp_path / "pt.onnx", matmuls)
     x = np.maximum(rng.normal(size=(1, S, K)) * 3.0, -0.17).astype(np.float32)
-    ref = x @ w
     (got,) = _run(tmp_path / "pt.onnx", x)
     w8, w_scale = per_token.quantize_weight(w)
+    # Against the int8 weights themselves, so only the activations' rounding is compared.
+    ref = x @ (w8.astype(np.float32) * w_scale)
     scale = np.abs(x).max(axis=-1, keepdims=True) / 127  # symmetric, per token
     symmetric = (np.round(x / scale) @ w8.astype(np.float32)) * scale * w_scale
-    # Measured 0.74 (weight rounding is the same in both); a symmetric scale would be 1.0.
-    assert np.abs(got - ref).mean() < 0.85 * np.abs(symmetric - ref).mean()
+    # Half the step, so about half the error (measured 0.54; 0.46 and 0.52 with two other seeds).
+    assert np.abs(got - ref).mean() < 0.7 * np.abs(symmetric - ref).mean()
+
+
+def test_a_full_range_row_does_not_saturate_the_int8_kernel(tmp_path):
+    """Every input at the top of its token's range (u8 255) against the largest weights of every column.
+
+    ONNX Runtime's u8s8 kernel on AVX2 (and AVX-512 without VNNI) adds pairs of products in
+    int16: with int8 weights, 255 x 127 x 2 = 64,770 saturates at 32,767 and the result came
+    out about half what it should (relative error 0.27 on a 2-core AMD EPYC with AVX2 only).
+    The weights are stored as uint8 with a zero point, so the exact u8u8 kernel runs instead.
+    """
+    w = np.full((K, N), 1.0, np.float32)  # every weight at its column's largest: int8 127
+    matmuls = _model(tmp_path / "fp32.onnx", {"w": w})
+    per_token.rewrite(tmp_path / "fp32.onnx", tmp_path / "pt.onnx", matmuls)
+    x = np.full((1, S, K), 2.0, np.float32)  # min clipped to 0: every element quantizes to 255
+    x[0, :, 1::2] = 1.99  # and the neighbours to 254
+    (got,) = _run(tmp_path / "pt.onnx", x)
+    ref = x @ w
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 0.02, (got[0, 0, :4], ref[0, 0, :4])

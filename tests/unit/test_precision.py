@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.bench import config as cfg
@@ -79,3 +81,16 @@ def test_orch_submit_refuses_an_int8_accuracy_run_below_target(tmp_path):
 
     assert any("precision int8-dynamic: F1 2.000 is 10.00% of the fp32 F1 20.000: below bert-99" in f for f in faults(below))
     assert not any("precision" in f for f in faults({"meets": "bert-99"}))
+
+
+def test_a_change_to_the_recipe_code_changes_the_variant_cache_key(tmp_path):
+    """Cached variants are keyed by a hash of the code that builds them: an edited recipe cannot reuse a stale build."""
+    recipe = tmp_path / "per_token.py"
+    recipe.write_text("WEIGHT_LEVELS = 63\n")
+    before = precision.recipe_key((recipe,))
+    assert precision.recipe_key((recipe,)) == before and len(before) == 12
+    recipe.write_text("WEIGHT_LEVELS = 127\n")
+    assert precision.recipe_key((recipe,)) != before
+    # By default it reads the real recipe files (the integration test checks a built variant's name carries it).
+    real = tuple(Path(precision.__file__).with_name(n) for n in precision.RECIPE_FILES)
+    assert all(p.is_file() for p in real) and precision.recipe_key() == precision.recipe_key(real)
