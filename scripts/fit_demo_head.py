@@ -2,7 +2,7 @@
 
     python scripts/fit_demo_head.py [--train ../shared/data/squad-v1.1-dev-part.json]
         [--heldout-articles Oxygen,Black_Death,...] [--layers 4,5,6] [--window 3]
-        [--epochs 12] [--out orchestrator/data/demo_qa_head.npz] [--splits-dir DIR]
+        [--epochs 24] [--all-positions] [--out orchestrator/data/demo_qa_head.npz] [--splits-dir DIR]
 
 The SQuAD file is split by article: the held-out articles are never seen by the
 fit. The encoder (all-MiniLM-L6-v2, frozen) runs once in ONNX Runtime over the
@@ -40,8 +40,10 @@ def main() -> int:
     parser.add_argument("--token-types", action="store_true",
                         help="feed segment_ids to the encoder (default: type 0 everywhere, as all-MiniLM-L6-v2 was fine-tuned; +1.9 F1 held out)")
     parser.add_argument("--window", type=int, default=3, help="positions per token the head reads (odd)")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--all-positions", action="store_true",
+                        help="softmax over every position in the fit (default: over the context tokens only, the ones post-processing may pick)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--l2", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=20251201)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -101,10 +103,13 @@ def main() -> int:
                 np.save(cached[1], tokens.offsets)
         print(f"encoder states: {tokens.states.shape[0]} tokens x {tokens.states.shape[1]} in {time.perf_counter() - t:.0f} s", flush=True)
 
-        settings = head_fit.FitSettings(epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2, window=args.window, seed=args.seed)
+        settings = head_fit.FitSettings(epochs=args.epochs, learning_rate=args.learning_rate, l2=args.l2, window=args.window,
+                                        seed=args.seed, context_only=not args.all_positions)
+        allowed = head_fit.context_tokens([train_features.infos[i] for i in rows], tokens.offsets)
         t = time.perf_counter()
         weight, bias, history = head_fit.fit_head(
-            tokens, [targets[i] for i in rows], settings, log=lambda e, loss: print(f"  epoch {e}: loss {loss:.4f}", flush=True)
+            tokens, [targets[i] for i in rows], settings, log=lambda e, loss: print(f"  epoch {e}: loss {loss:.4f}", flush=True),
+            allowed=allowed,
         )
         fit_seconds = time.perf_counter() - t
         del tokens

@@ -106,6 +106,16 @@ def token_targets(infos: Sequence, spans: list[list[tuple[int, int]]]) -> list[l
     return targets
 
 
+def context_tokens(infos: Sequence, offsets: np.ndarray) -> np.ndarray:
+    """Flat (tokens,) bool, aligned with ``TokenStates``: the context tokens, the only ones SQuAD's
+    post-processing may pick as a start or an end (``accuracy``: positions ``doc_offset`` up)."""
+    allowed = np.zeros(int(offsets[-1]), bool)
+    for i, info in enumerate(infos):
+        first = int(offsets[i]) + info.doc_offset
+        allowed[first : min(first + len(info.tok_to_orig), int(offsets[i + 1]))] = True
+    return allowed
+
+
 @dataclasses.dataclass
 class TokenStates:
     """The hidden states of every real token of some features, flat.
@@ -174,6 +184,8 @@ class FitSettings:
     batch_features: int = 32
     window: int = 1  # tokens the head reads per position: itself and (window - 1) / 2 on each side
     seed: int = 20251201
+    # Softmax over the context tokens only (what post-processing may pick), not over the question too.
+    context_only: bool = False
 
 
 def window_states(states: np.ndarray, local_starts: np.ndarray, window: int) -> np.ndarray:
@@ -227,7 +239,7 @@ def _shift(values: np.ndarray, position: np.ndarray, size_of: np.ndarray, offset
 
 def head_loss_and_grad(
     x: np.ndarray, weight: np.ndarray, bias: np.ndarray, local_starts: np.ndarray, target: np.ndarray, l2: float,
-    window: int = 1,
+    window: int = 1, allowed: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray]:  # fmt: skip
     """Mean cross-entropy (start + end) of a batch of features, and its gradient.
 
@@ -243,6 +255,8 @@ def head_loss_and_grad(
             (each column sums to 1 within a feature).
         l2: weight decay (0.5 * l2 * |weight|^2 added to the loss).
         window: positions per token (odd).
+        allowed: (tokens,) bool, the positions the softmax runs over (all when None); the
+            target must be zero elsewhere.
 
     Returns:
         (loss, d loss / d weight, d loss / d bias).
@@ -260,6 +274,8 @@ def head_loss_and_grad(
     scores = np.broadcast_to(bias, (tokens, 2)).copy()
     for k in range(window):
         scores += _shift(z[:, 2 * k : 2 * k + 2], position, size_of, k - radius)
+    if allowed is not None:
+        scores[~allowed] = -1e4  # exp() of it is 0: no probability, so no gradient, there
     p = _segment_softmax(scores, local_starts, segment)
     loss = -float(np.sum(target * np.log(np.maximum(p, 1e-30)))) / n + 0.5 * l2 * float(np.sum(weight * weight))
     delta = ((p - target) / n).astype(x.dtype)
@@ -280,7 +296,8 @@ def _targets_flat(tokens: TokenStates, picked: np.ndarray, local_starts: np.ndar
 
 
 def fit_head(
-    tokens: TokenStates, targets: list[list[tuple[int, int]]], settings: FitSettings, *, log=None
+    tokens: TokenStates, targets: list[list[tuple[int, int]]], settings: FitSettings, *, log=None,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Fit the head with Adam on the features that hold an answer.
 
@@ -290,12 +307,15 @@ def fit_head(
             features without any are not trained on.
         settings: hyperparameters; the seed fixes the initialisation and the batch order.
         log: called with (epoch, mean loss) after each epoch.
+        allowed: ``context_tokens`` of the features; needed when ``settings.context_only``.
 
     Returns:
         (weight (2, dim) float32, bias (2,) float32, mean loss per epoch).
     """
     if settings.window < 1 or settings.window % 2 == 0:
         raise ValueError(f"the head's window must be odd and positive, not {settings.window}")
+    if settings.context_only and allowed is None:
+        raise ValueError("context_only needs the context tokens (context_tokens) of the features")
     rng = np.random.default_rng(settings.seed)
     dim = tokens.states.shape[1] * settings.window
     weight = rng.normal(0.0, 0.02, size=(2, dim)).astype(np.float32)
@@ -316,7 +336,8 @@ def fit_head(
             index, local_starts = _segments(tokens, picked)
             x = tokens.states[index].astype(np.float32)
             target = _targets_flat(tokens, picked, local_starts, targets)
-            loss, g_w, g_b = head_loss_and_grad(x, weight, bias, local_starts, target, settings.l2, settings.window)
+            mask = allowed[index] if settings.context_only else None
+            loss, g_w, g_b = head_loss_and_grad(x, weight, bias, local_starts, target, settings.l2, settings.window, mask)
             losses.append(loss)
             step += 1
             for k, (param, grad) in enumerate(((weight, g_w), (bias, g_b))):

@@ -38,6 +38,34 @@ def test_gradient_matches_finite_differences(window):
     assert abs(plain[0] - loss) < 1e-12 and np.allclose(plain[1], g_w) and np.allclose(plain[2], g_b)
 
 
+def test_a_context_only_softmax_ignores_the_question_tokens():
+    """Positions outside ``allowed`` get no probability: the loss does not depend on their scores, and its gradient is still exact."""
+    rng, starts, x, target = _batch()
+    allowed = np.ones(15, bool)
+    allowed[[0, 5, 8, 13]] = False  # no target sits there
+    weight, bias = rng.normal(size=(2, 4 * 3)), rng.normal(size=2)
+    loss, g_w, _ = head_fit.head_loss_and_grad(x, weight, bias, starts, target, 0.1, 3, allowed)
+    assert loss < head_fit.head_loss_and_grad(x, weight, bias, starts, target, 0.1, 3)[0]  # less mass to share
+    numeric = np.zeros_like(weight)
+    for index in np.ndindex(weight.shape):
+        up, down = weight.copy(), weight.copy()
+        up[index] += 1e-6
+        down[index] -= 1e-6
+        numeric[index] = (head_fit.head_loss_and_grad(x, up, bias, starts, target, 0.1, 3, allowed)[0]
+                          - head_fit.head_loss_and_grad(x, down, bias, starts, target, 0.1, 3, allowed)[0]) / 2e-6  # fmt: skip
+    np.testing.assert_allclose(g_w, numeric, atol=1e-6)
+
+
+def test_context_tokens_are_the_positions_post_processing_may_pick():
+    class Info:
+        def __init__(self, doc_offset, context):
+            self.doc_offset, self.tok_to_orig = doc_offset, tuple(range(context))
+
+    offsets = np.array([0, 8, 14])  # [CLS] q q [SEP] c c c [SEP] | [CLS] q [SEP] c c [SEP]
+    allowed = head_fit.context_tokens([Info(4, 3), Info(3, 2)], offsets)
+    assert np.nonzero(allowed)[0].tolist() == [4, 5, 6, 11, 12]
+
+
 def test_window_never_crosses_features():
     x = np.arange(1, 8, dtype=np.float64)[:, None]  # features [1 2 3] and [4 5 6 7]
     w = head_fit.window_states(x, np.array([0, 3]), 3)
