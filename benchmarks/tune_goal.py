@@ -39,8 +39,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "squad-v1.1-dev-part.json"
 GOAL = 0.95
-LAYOUT_FLAGS = (("workers", "--nodes"), ("threads", "--threads"), ("batch_size", "--batch-size"),
-                ("chunk_size", "--chunk-size"), ("precision", "--precision"), ("backend", "--backend"))  # fmt: skip
 
 
 def orch(args: list[str], env: dict[str, str]) -> tuple[dict, float, str]:
@@ -57,8 +55,10 @@ def orch(args: list[str], env: dict[str, str]) -> tuple[dict, float, str]:
 
 
 def layout_flags(layout: dict) -> list[str]:
+    from orchestrator.tune.layout import FLAGS  # layout field -> the bench flag that sets it
+
     out = []
-    for field, flag in LAYOUT_FLAGS:
+    for field, flag in FLAGS.items():
         if layout.get(field) is not None:
             out += [flag, str(layout[field])]
     return out
@@ -127,7 +127,7 @@ def main() -> int:
             if name == "tuned default" and "using the tuned layout" not in stderr:
                 raise SystemExit("tune_goal: `orch bench` with no layout flag did not use the tuned layout:\n" + stderr[-2000:])
             figures[name].append(float(run["samples_per_second"]))
-            layouts[name] = {"precision": run.get("precision"), **{k: v for k, v in run.get("layout", {}).items()}}
+            layouts[name] = {"precision": run.get("precision"), **run.get("layout", {})}
             print(f"  round {r + 1} {name:16} {figures[name][-1]:8.2f} samples/s  (load {load()})", file=sys.stderr, flush=True)
         shutil.rmtree(out_dir, ignore_errors=True)
     loads["end"] = load()
