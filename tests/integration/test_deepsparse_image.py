@@ -75,11 +75,13 @@ def test_deepsparse_in_its_image_matches_onnxruntime_on_the_host(client, deepspa
     assert status["StatusCode"] == 0, f"deepsparse run in {deepsparse_image} exited {status['StatusCode']}:\n{logs[-4000:]}"
     report = json.loads(stdout.strip().splitlines()[-1])
     assert report["numpy"].startswith("1.") and report["device"]["deepsparse"].startswith("1.8")
-    # The fitted head's window (Pad, then Slice/Concat) is the one part deepsparse 1.8 runs
-    # outside its optimized engine: measured 0.9966 here (1.0 with a window of 1). Recasting it
-    # (zeros slab + Concat, or one Conv over positions) made the 1.8 compiler assert, so the
-    # fraction is checked against what was measured, not against 1.0.
-    assert report["device"]["fraction_of_supported_ops"] >= 0.99, report["device"]
+    # The fitted head's window (Pad, shifted Slices and their Adds over the head's few output
+    # columns) is the one part deepsparse 1.8 runs outside its optimized engine: measured 0.9865 of
+    # the nodes here with the graph of commit 42386ef (0.9966 with the older windowed copy of the
+    # states, which ran no faster in deepsparse and 4% slower in onnxruntime; 1.0 with a window of
+    # 1). Recasting the window (zeros slab + Concat, one Conv over positions, one MatMul per layer)
+    # made the 1.8 compiler assert, so the fraction is checked against what was measured, not 1.0.
+    assert report["device"]["fraction_of_supported_ops"] >= 0.98, report["device"]
 
     answer = np.load(io / "deepsparse.npz")
     # Same features on both sides (same data set and vocabulary, tokenized under both numpy majors).
