@@ -52,7 +52,8 @@ def test_the_head_graph_equals_the_windowed_states_times_the_weight(layers, wind
     ids = rng.integers(1, 50, size=(3, seq)) * mask
     feeds = {"input_ids": ids, "input_mask": mask, "segment_ids": np.zeros_like(ids)}
 
-    start, end = _run(build_bert_qa_model(weights, CONFIG, qa_weight, qa_bias, head_layers=layers, head_window=window), feeds)
+    model = build_bert_qa_model(weights, CONFIG, qa_weight, qa_bias, head_layers=layers, head_window=window)
+    start, end = _run(model, feeds)
     (states,) = _run(build_bert_states_model(weights, CONFIG, layers), feeds)
     # The plain form, in float64: each position's states followed by its neighbours' (-r..+r), zeros past the real tokens.
     z = states.astype(np.float64) * mask[..., None]
@@ -67,5 +68,5 @@ def test_the_head_graph_equals_the_windowed_states_times_the_weight(layers, wind
     # A position next to padding reads zeros there, whatever the padded tokens are.
     if window > 1:
         other = dict(feeds, input_ids=np.where(mask == 1, ids, 7))
-        start2, _ = _run(build_bert_qa_model(weights, CONFIG, qa_weight, qa_bias, head_layers=layers, head_window=window), other)
+        start2, _ = _run(model, other)
         np.testing.assert_allclose(start2[real], start[real], rtol=1e-5, atol=1e-5)
