@@ -249,3 +249,17 @@ def test_fixed_chunks_keep_the_old_contract():
     source.lost("a", chunks[1])
     assert source.take("a") is None and source.take("b") is chunks[1]
     assert source.left() == 40 - 8
+
+
+def test_ints_to_array_keeps_every_value_and_refuses_one_out_of_range():
+    import struct
+
+    from orchestrator.bench.query import ints_to_array
+
+    ids = [0, 1, 2**48 + 7, 2**64 - 1]  # loadgen's ids are pointers: the whole unsigned 64-bit range
+    assert ints_to_array(ids, np.uint64).tolist() == ids
+    assert ints_to_array([0, 5146, 65535], np.uint16).dtype == np.uint16
+    assert ints_to_array([70000], np.uint32).tolist() == [70000]
+    assert ints_to_array([], np.uint16).size == 0
+    with pytest.raises(struct.error):
+        ints_to_array([65536], np.uint16)
