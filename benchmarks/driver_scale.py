@@ -13,6 +13,11 @@ Every figure comes from the same run, on the same machine:
     which ``QuerySamplesComplete`` copies before it returns), which is what
     orch's driver does. The ceiling is the fastest one's rate: the most a
     Python driver gets out of loadgen's binding.
+    On more than one core, each round also runs ``pooled`` while a busy loop
+    keeps one other core busy ("1 core busy"): orch's driver never runs
+    alone (its workers, Ray and loadgen's own threads run beside it), and on
+    the 2-vCPU development machine one busy neighbour made the same thread
+    1.4x dearer per sample. Shown beside the goal, not instead of it.
 (b) ``orch bench --backend synthetic:rate=R`` on the local Ray with 1, 2, 4, 8
     and 16 workers, each modelled at R samples/s, for a query of --count
     samples (>= 2 million) over the same QSL (the data set).
@@ -144,16 +149,32 @@ def bare_child(variant: str, count: int, qsl: int, batch: int, out: Path) -> dic
     }
 
 
-def bare(variant: str, count: int, qsl: int, batch: int, tmp: Path) -> dict:
+def bare(variant: str, count: int, qsl: int, batch: int, tmp: Path, *, busy_neighbour: bool = False) -> dict:
+    """One bare loadgen run in a child process; with ``busy_neighbour``, while a busy loop keeps another core busy."""
     out = tmp / f"bare-{variant}-{count}-{time.monotonic_ns()}"
-    proc = subprocess.run(
+    spinner = None
+    if busy_neighbour:
+        # What orch's driver always has beside it (its workers, Ray, loadgen's own threads), reduced to one
+        # process that never sleeps: how much this machine slows the driver's thread for another busy core.
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.3)
+    try:
+        proc = _bare_child_run(variant, count, qsl, batch, out)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    if proc.returncode != 0:
+        raise SystemExit(f"bare loadgen ({variant}) failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _bare_child_run(variant: str, count: int, qsl: int, batch: int, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, __file__, "--bare-child", variant, "--count", str(count), "--qsl", str(qsl),
          "--complete-batch", str(batch), "--child-out", str(out)],
         capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
-    if proc.returncode != 0:
-        raise SystemExit(f"bare loadgen ({variant}) failed: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # -- (b) orch bench --backend synthetic ---------------------------------------------------------------
@@ -365,8 +386,9 @@ def main() -> int:
         tmp = Path(tmp_name)
         os.environ.setdefault("ORCH_CACHE_DIR", str(tmp / "cache"))
 
-        def bare_run(variant: str, count: int) -> dict:
-            return {"samples": count, "load": load(), **bare(variant, count, qsl, args.complete_batch, tmp)}
+        def bare_run(variant: str, count: int, busy_neighbour: bool = False) -> dict:
+            return {"samples": count, "load": load(),
+                    **bare(variant, count, qsl, args.complete_batch, tmp, busy_neighbour=busy_neighbour)}  # fmt: skip
 
         # The synthetic runs join one local Ray (orch up): less start-up load on the machine, and
         # every round of a layout finds its workers loaded. Start-up itself is measured apart.
@@ -379,6 +401,8 @@ def main() -> int:
         synthetic(1, rate or 100_000.0, 100_000, dataset, args.batch_size, tmp)
         for round_no in range(args.rounds):
             raw.setdefault("pooled", []).append(bare_run("pooled", args.count))
+            if (os.cpu_count() or 1) > 1:
+                raw.setdefault("pooled_busy", []).append(bare_run("pooled", args.count, busy_neighbour=True))
             if rate is None:
                 rate = max(1000.0, round(raw["pooled"][0]["samples_per_second"] / 8, -3))
             if round_no == 0:
@@ -397,6 +421,8 @@ def main() -> int:
         fig["ceiling"] = ceiling
         rows = fig["rows"]
         rows.append(summarise("bare loadgen, pooled (ceiling)", raw["pooled"], against=None))
+        if raw.get("pooled_busy"):
+            rows.append(summarise("bare loadgen, 1 core busy", raw["pooled_busy"], against=None))
         rows.append(summarise("bare loadgen, fast", raw["fast"], against=None))
         rows.append(summarise("bare loadgen, classic", raw["classic"], against=None))
         orch_rows = {}
@@ -427,6 +453,11 @@ def main() -> int:
                 frac = orch_rows[n]["fraction"]
                 verdicts.append(f"{n:>2} workers: {frac:.3f} of min(ceiling, n*R) (goal >= {goal} of {against}): "
                                 f"{'met' if frac >= goal else 'NOT met'}")  # fmt: skip
+                if against == "ceiling" and raw.get("pooled_busy"):
+                    # Not the goal: orch's driver never runs alone; the same bare loadgen beside one busy core.
+                    busy = median([r["samples_per_second"] for r in raw["pooled_busy"]])
+                    verdicts.append(f"    against bare loadgen with one core busy beside it ({busy:,.0f}): "
+                                    f"{orch_rows[n]['samples_per_second'] / busy:.3f}")  # fmt: skip
                 if against == "n*R":
                     # Loadgen's clock starts before it hands the query to Python (building the two lists
                     # takes about 0.15-0.2 us per sample, bare loadgen's 1st ms): no SUT can answer in
