@@ -159,7 +159,11 @@ def bare(variant: str, count: int, qsl: int, batch: int, tmp: Path, *, busy_neig
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         time.sleep(0.3)
     try:
-        proc = _bare_child_run(variant, count, qsl, batch, out)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--bare-child", variant, "--count", str(count), "--qsl", str(qsl),
+             "--complete-batch", str(batch), "--child-out", str(out)],
+            capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
     finally:
         if spinner is not None:
             spinner.kill()
@@ -167,14 +171,6 @@ def bare(variant: str, count: int, qsl: int, batch: int, tmp: Path, *, busy_neig
     if proc.returncode != 0:
         raise SystemExit(f"bare loadgen ({variant}) failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _bare_child_run(variant: str, count: int, qsl: int, batch: int, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, __file__, "--bare-child", variant, "--count", str(count), "--qsl", str(qsl),
-         "--complete-batch", str(batch), "--child-out", str(out)],
-        capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
 
 
 # -- (b) orch bench --backend synthetic ---------------------------------------------------------------
