@@ -3,7 +3,12 @@
 - reference: batch size 1, every sample padded to 384, one sample at a time
   (how the MLPerf reference BERT SUT runs ONNX Runtime);
 - plain loop: the same batching and padding removal in one process (no
-  loadgen, no Ray): the ceiling of orch's way, to show what the dispatcher costs;
+  loadgen, no Ray), with all the threads;
+- parallel loop: orch's layout without orch: --nodes processes started
+  together, each with its share of the threads, each running the plain loop
+  on every --nodes-th sample (longest first). orch divided by it is what
+  loadgen, the dispatcher and Ray cost; its own share of the peak is what the
+  model's kernels reach on this CPU whatever drives them;
 - orch: `orch bench` itself in performance mode: loadgen, the pull dispatcher
   and Ray workers, batches of --batch-size, padding removed, fp32;
 - orch int8 (``--int8``): the same layout with ``--precision int8`` (the method
@@ -17,7 +22,7 @@ for the 5x goal only if its F1 is >= 99% of fp32's).
 
 All use the same model, the same SQuAD features (the whole real SQuAD dev
 part beside the project, or its first --count), the same CPUs. With
---rounds R the three ways run R times, interleaved, and the medians are
+--rounds R the ways run R times, interleaved, and the medians are
 reported, so a slow minute of a shared machine hits all of them alike.
 
 It also prints the compute ceiling, measured in the same run: the model's
@@ -79,6 +84,64 @@ def plain_loop(model_path: Path, features, count: int, threads: int, batch_size:
     predict(backend, features.input_ids[order], features.input_mask[order], features.segment_ids[order],
             features.lengths[order], batch_size=batch_size)
     return count / (time.perf_counter() - started)
+
+
+def _parallel_part(model_path: str, dataset: str, vocab: str, count: int, part: int, parts: int, threads: int,
+                   batch_size: int, ready, start, results) -> None:  # fmt: skip
+    """One process of the parallel loop: every ``parts``-th of the samples, longest first."""
+    import numpy as np
+
+    from orchestrator.backends import get_backend
+    from orchestrator.backends.batching import predict
+    from orchestrator.squad.library import load_features
+
+    features = load_features(Path(dataset), Path(vocab))
+    order = np.argsort(-features.lengths[:count], kind="stable")[part::parts]
+    backend = get_backend("onnxruntime")
+    backend.load(Path(model_path), threads=threads, batch_size=batch_size)
+    first = order[:1]
+    backend.run(features.input_ids[first].astype(np.int64), features.input_mask[first].astype(np.int64),
+                features.segment_ids[first].astype(np.int64))  # warm-up, as orch's workers get too
+    ready.put(part)
+    start.wait()
+    predict(backend, features.input_ids[order], features.input_mask[order], features.segment_ids[order],
+            features.lengths[order], batch_size=batch_size)
+    results.put((part, len(order), time.perf_counter()))
+
+
+def parallel_loop(model_path: Path, dataset: Path, vocab: Path, count: int, nodes: int, threads: int,
+                  batch_size: int) -> float:  # fmt: skip
+    """orch's layout without orch: ``nodes`` processes with ``threads // nodes`` threads each, started together,
+    each running the plain loop on its share of the samples (no loadgen, no Ray). Returns samples/s of all.
+
+    orch's own figure divided by this one is what loadgen, the dispatcher and Ray cost on top of the model.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, results, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+    per = max(1, threads // nodes)
+    procs = [
+        ctx.Process(target=_parallel_part, args=(str(model_path), str(dataset), str(vocab), count, i, nodes, per,
+                                                 batch_size, ready, start, results))  # fmt: skip
+        for i in range(nodes)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=600)
+        started = time.perf_counter()
+        start.set()
+        done = [results.get(timeout=3600) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+    if sum(n for _, n, _ in done) != count:
+        raise RuntimeError(f"the parallel loop answered {sum(n for _, n, _ in done)} of {count} samples")
+    return count / (max(t for _, _, t in done) - started)
 
 
 def orch_way(model: str, dataset: Path, count: int, batch_size: int | None, nodes: int | None,
@@ -156,7 +219,7 @@ def matmul_peak(hidden: int, threads: int, seconds: float = 3.0) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=None, help="the first N features (default: all of the data set)")
-    parser.add_argument("--rounds", type=int, default=1, help="run the three ways this many times, interleaved; medians reported")
+    parser.add_argument("--rounds", type=int, default=1, help="run the ways this many times, interleaved; medians reported")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--model", default="demo")
@@ -184,7 +247,7 @@ def main() -> int:
     threads = os.cpu_count() or 1
     lengths = features.lengths[:count]
 
-    refs, plains, ours, int8s, tuneds = [], [], [], [], []
+    refs, plains, parallels, ours, int8s, tuneds = [], [], [], [], [], []
     tuned_layout = None
     for _ in range(args.rounds):
         # Let the previous way's processes (Ray's, after orch) leave the CPUs first.
@@ -192,6 +255,9 @@ def main() -> int:
         refs.append(reference_way(choice.path, features, count, threads))
         time.sleep(SETTLE_SECONDS)
         plains.append(plain_loop(choice.path, features, count, threads, args.batch_size))
+        time.sleep(SETTLE_SECONDS)
+        parallels.append(parallel_loop(choice.path, choice.dataset_path, choice.vocab_path, count, args.nodes, threads,
+                                       args.batch_size))  # fmt: skip
         time.sleep(SETTLE_SECONDS)
         ours.append(orch_way(args.model, choice.dataset_path, count, args.batch_size, args.nodes)["samples_per_second"])
         if args.int8:
@@ -202,7 +268,7 @@ def main() -> int:
             run = orch_way(args.model, choice.dataset_path, count, None, None)
             tuneds.append(run["samples_per_second"])
             tuned_layout = {"precision": run["precision"], **{k: v for k, v in run["layout"].items() if k != "tuned"}}
-    ref, plain, orch = (statistics.median(x) for x in (refs, plains, ours))
+    ref, plain, parallel, orch = (statistics.median(x) for x in (refs, plains, parallels, ours))
     accuracy = None
     if args.accuracy:
         whole = count == len(features)
@@ -235,9 +301,13 @@ def main() -> int:
         "ratio": round(orch / ref, 2),
         "plain_loop_ratio": round(plain / ref, 2),
         "orch_share_of_plain_loop": round(orch / plain, 2),
+        # The same layout as orch's (--nodes processes, their share of the threads each), no loadgen, no Ray:
+        "parallel_loop_samples_per_second": round(parallel, 2),
+        "orch_share_of_parallel_loop": round(orch / parallel, 3),
         "each_round": {
             "reference": [round(x, 2) for x in refs],
             "plain_loop": [round(x, 2) for x in plains],
+            "parallel_loop": [round(x, 2) for x in parallels],
             "orch": [round(x, 2) for x in ours],
             **({"orch_int8": [round(x, 2) for x in int8s]} if int8s else {}),
             **({"orch_tuned": [round(x, 2) for x in tuneds]} if tuneds else {}),
@@ -248,6 +318,8 @@ def main() -> int:
             "gmacs_per_sample_real_lengths": round(real_macs / 1e9, 3),
             "reference_share_of_peak": round(ref * ref_macs * 2 / 1e9 / peak, 2),
             "orch_share_of_peak": round(orch * real_macs * 2 / 1e9 / peak, 2),
+            # The model alone in orch's layout: what ONNX Runtime's kernels reach on this CPU, orch or not.
+            "parallel_loop_share_of_peak": round(parallel * real_macs * 2 / 1e9 / peak, 2),
             # If orch's way ran at the reference's share of the peak, it could do this much better:
             "ratio_at_reference_efficiency": round(ref_macs / real_macs, 2),
             # ...and at 100% of the peak (no other op costing anything), at most this:

@@ -1,7 +1,7 @@
 """benchmarks/single_node.py runs end to end and its arithmetic is right.
 
 No timing is asserted (figures vary by machine); what is checked is that the
-benchmark runs all three ways on the same samples, reports the ratio of the
+benchmark runs all its ways on the same samples, reports the ratio of the
 figures it printed, and counts the demo model's work correctly.
 """
 
@@ -32,15 +32,18 @@ def test_single_node_benchmark_runs_and_counts_the_model(squad_part):
     figures = json.loads(proc.stdout)
 
     assert figures["samples"] == 24 and figures["rounds"] == 2 and figures["orch_nodes"] == 2
-    for way in ("reference", "plain_loop", "orch"):
+    for way in ("reference", "plain_loop", "parallel_loop", "orch"):
         assert len(figures["each_round"][way]) == 2 and all(x > 0 for x in figures["each_round"][way])
     assert abs(figures["ratio"] - figures["orch_samples_per_second"] / figures["reference_samples_per_second"]) < 0.02
+    assert abs(figures["orch_share_of_parallel_loop"]
+               - figures["orch_samples_per_second"] / figures["parallel_loop_samples_per_second"]) < 0.002
 
     ceiling = figures["ceiling"]
     padded = 384 * DENSE_PER_TOKEN + LAYERS * 2 * 384 * 384 * HIDDEN
     assert ceiling["gmacs_per_sample_padded_384"] == round(padded / 1e9, 3)
     assert 0 < ceiling["gmacs_per_sample_real_lengths"] < ceiling["gmacs_per_sample_padded_384"]
     assert ceiling["matmul_peak_gflops"] > 0
+    assert ceiling["parallel_loop_share_of_peak"] > 0
 
 
 def test_single_node_benchmark_int8_line_and_accuracy(squad_part):
