@@ -18,7 +18,9 @@ gets a chunk now and which one. Two sources:
     (two in flight) however slow the worker;
   * towards the end, chunks shrink (guided self-scheduling: each new chunk
     lasts half of what is left of the worker's share of the remaining
-    work), and a worker that already holds more than the time left for
+    work; the time left is counted at the workers' rates, or at the driver's
+    own pace when that is lower: a driver-bound run keeps large chunks until
+    its real end), and a worker that already holds more than the time left for
     everyone gets nothing more, so every worker finishes at about the same
     time and the slowest one finishes within one of its own chunks of the
     fastest. What a worker holds is counted in time, from when it will be
@@ -60,6 +62,9 @@ class ChunkSource(Protocol):
     def exhausted(self) -> bool:
         """Every sample has been handed out (none waits for a re-run)."""
 
+    def pace(self, samples: int, busy_seconds: float) -> None:
+        """The dispatcher has handled ``samples`` answered samples in ``busy_seconds`` of its own time (not waiting)."""
+
 
 class FixedChunks:
     """Chunks cut beforehand; each worker keeps ``in_flight`` of them queued."""
@@ -91,6 +96,9 @@ class FixedChunks:
 
     def exhausted(self) -> bool:
         return not self._queue
+
+    def pace(self, samples: int, busy_seconds: float) -> None:
+        pass  # chunks cut beforehand: nothing to size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +144,8 @@ class Sizing:
             raise ValueError("quantum, max_chunk and target_seconds must be positive")
 
 
+# The driver's pace is used once it has been busy this long (a few chunks' completions, not one).
+_PACE_MIN_BUSY_SECONDS = 0.05
 # Idle gaps shorter than this between two chunks of one worker are noise (an actor's own task switch).
 _GAP_NOISE_SECONDS = 0.002
 
@@ -191,6 +201,7 @@ class QueryChunks:
         self._next_id = 0
         self._requeued: collections.deque[Chunk] = collections.deque()
         self._workers = {name: _Worker(lead=self.sizing.lead_seconds) for name in workers}
+        self._driver_rate: float | None = None  # samples/s the dispatcher handles when it never waits
 
     def __len__(self) -> int:
         return len(self._store)
@@ -267,6 +278,11 @@ class QueryChunks:
     def exhausted(self) -> bool:
         return self._pos >= len(self) and not self._requeued
 
+    def pace(self, samples: int, busy_seconds: float) -> None:
+        # What the driver itself can answer per second: the cap on the whole run's rate (see _chunk_seconds).
+        if busy_seconds >= _PACE_MIN_BUSY_SECONDS and samples > 0:
+            self._driver_rate = samples / busy_seconds
+
     # -- sizing -------------------------------------------------------------------
 
     def _wants_sort(self) -> bool:
@@ -274,10 +290,12 @@ class QueryChunks:
         sizing = self.sizing
         if sizing.fixed is not None:
             return sizing.fixed < SORT_BELOW
-        for state in self._workers.values():
-            if state.alive and (state.rate is None or min(sizing.max_chunk, state.rate * sizing.target_seconds) < SORT_BELOW):
-                return True
-        return not self._workers
+        known = [state.rate for state in self._workers.values() if state.alive and state.rate]
+        if not known:
+            return True  # no rate known yet: the first window, for whatever kind of worker
+        # Workers whose rate is not known yet do not decide (sorting a window costs the driver about 5x a
+        # plain one, ~100 ns a sample): a slow one makes the windows sorted from its first answer on.
+        return any(min(sizing.max_chunk, rate * sizing.target_seconds) < SORT_BELOW for rate in known)
 
     def lead(self, worker: str) -> float:
         """The queued time kept on ``worker`` beyond its running chunk (for reports and tests)."""
@@ -304,6 +322,9 @@ class QueryChunks:
             return max(1, min(probe, fair))
         held = self._held_seconds(state, now)
         seconds, time_left = self._chunk_seconds(state, rate, held, now)
+        # One chunk is what this one would last: less than ``seconds`` when ``max_chunk`` caps it (a
+        # worker this fast would otherwise be handed several chunks in a row, none completed meanwhile).
+        seconds = min(seconds, sizing.max_chunk / rate)
         if state.chunks_out >= 2 and held >= seconds + state.lead:
             return None
         if state.chunks_out >= 1 and held >= time_left:
@@ -326,6 +347,12 @@ class QueryChunks:
         known = [w.rate for w in alive if w.rate]
         mean = sum(known) / len(known)
         total_rate = sum(w.rate or mean for w in alive)
+        if self._driver_rate is not None:
+            # Driver-bound (workers that together answer faster than the driver completes): the work
+            # ends at the driver's pace, not theirs, so there is more time left than their rates say.
+            # Sized by their rates alone, chunks shrank to the tail's minimum for the whole run, and
+            # each chunk costs the driver's one thread a cut, a submit and a result.
+            total_rate = min(total_rate, self._driver_rate)
         # Work still to do, in samples: not handed out, plus what each worker holds (at its rate).
         remaining = self.left() + sum(
             w.rate * self._held_seconds(w, now) if w.rate else w.samples_out for w in alive

@@ -214,33 +214,37 @@ class Dispatcher:
         lost: list[str] = []
         rerun = 0
         round_trips: list[float] = []
+        handled = 0  # samples answered and completed
+        waited = 0.0  # seconds blocked in the executor's wait
 
-        def fill() -> None:
-            # Round-robin, one chunk per worker per pass, so at the start every worker gets work.
-            progressed = True
-            while progressed:
-                progressed = False
-                for name, stats in self._stats.items():
-                    if not stats.alive:
-                        continue
-                    chunk = source.take(name)
-                    if chunk is None:
-                        continue
-                    pending[self._executor.submit(name, chunk)] = (name, chunk, clock())
-                    if self._on_submit:
-                        self._on_submit(chunk, name)
-                    progressed = True
+        def fill() -> bool:
+            # One pass, one chunk per worker, so at the start every worker gets work; whether any was
+            # handed out. The next pass comes after the answers that are ready by then are handled (a
+            # wait that does not block): answers do not sit behind a long run of hand-outs.
+            progressed = False
+            for name, stats in self._stats.items():
+                if not stats.alive:
+                    continue
+                chunk = source.take(name)
+                if chunk is None:
+                    continue
+                pending[self._executor.submit(name, chunk)] = (name, chunk, clock())
+                if self._on_submit:
+                    self._on_submit(chunk, name)
+                progressed = True
+            return progressed
 
         def stopped() -> bool:
             return self._stop is not None and self._stop.is_set()
 
-        if not stopped():
-            fill()
+        more = fill() if not stopped() else False
         while pending or (not source.exhausted() and stopped()):
             if stopped():
                 left = source.left() + sum(len(c) for _, c, _ in pending.values())
                 raise DispatchStopped(f"stopped with {left} samples not yet answered")
-            ready = self._executor.wait(list(pending), self._poll)
+            wait_started = clock()
+            ready = self._executor.wait(list(pending), 0.0 if more else self._poll)
+            waited += clock() - wait_started
             for handle in ready:
                 name, chunk, handed_out = pending.pop(handle)
                 stats = self._stats[name]
@@ -268,13 +272,15 @@ class Dispatcher:
                 # After on_complete: a chunk whose completion failed is still the source's to account for.
                 source.answered(name, chunk, result)
                 round_trips.append(clock() - handed_out)
+                handled += len(chunk)
+            # The driver's own pace (its time not spent waiting for workers): a cap on how fast the run can go.
+            source.pace(handled, clock() - started - waited)
             if not source.exhausted() and not any(s.alive for s in self._stats.values()):
                 raise RunError(
                     f"every worker was lost ({', '.join(lost)}); "
                     f"{source.left()} samples were left unanswered"
                 )
-            if not stopped():
-                fill()
+            more = fill() if not stopped() else False
         return DispatchReport(
             workers=dict(self._stats),
             lost_workers=lost,

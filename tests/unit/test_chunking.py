@@ -4,7 +4,7 @@ The simulation models what matters to the dispatcher: each worker runs its
 chunks one after the other at its own rate, a chunk reaches it ``latency``
 seconds after being handed out and its answer comes back ``latency`` later,
 and (optionally) the driver spends ``driver_cost`` seconds per completed
-sample, during which it hands nothing out.
+sample and ``chunk_cost`` per hand-out, during which it does nothing else.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ class SimExecutor:
     """Workers with fixed rates on a simulated clock (see the module docstring)."""
 
     def __init__(self, rates: dict[str, float], *, latency: float = 0.001, driver_cost: float = 0.0,
-                 die_after: dict[str, int] | None = None) -> None:
+                 chunk_cost: float = 0.0, die_after: dict[str, int] | None = None) -> None:
         self.rates = rates
         self.latency = latency
         self.driver_cost = driver_cost
+        self.chunk_cost = chunk_cost
         self.die_after = die_after or {}
         self.now = 0.0
         self.free_at = {w: 0.0 for w in rates}
@@ -38,6 +39,7 @@ class SimExecutor:
         return self.now
 
     def submit(self, worker, chunk):
+        self.now += self.chunk_cost  # the driver's own cost of a hand-out (cut, submit, result)
         self.started[worker] += 1
         dies = worker in self.die_after and self.started[worker] > self.die_after[worker]
         start = max(self.now + self.latency, self.free_at[worker])
@@ -51,7 +53,7 @@ class SimExecutor:
 
     def wait(self, handles, timeout):
         soonest = min(self.handles[h][4] for h in handles)
-        self.now = max(self.now, soonest)
+        self.now = max(self.now, min(soonest, self.now + timeout))  # blocks at most `timeout`
         return [h for h in handles if self.handles[h][4] <= self.now]
 
     def result(self, handle):
@@ -159,6 +161,62 @@ def test_driver_bound_run_still_answers_everything_once():
     # Driver-bound: the run lasts about the driver's own time, not less.
     assert sim.now >= 2e-6 * len(ids)
     assert len(report.round_trip_seconds) == sum(w.chunks for w in report.workers.values())
+
+
+class _NoPace(QueryChunks):
+    """The adaptive source as it was before it took the driver's pace into account."""
+
+    def pace(self, samples, busy_seconds):
+        pass
+
+
+def test_a_driver_bound_run_sizes_chunks_by_the_drivers_pace():
+    # 16 workers at 250k samples/s against a driver that completes 2 million a second and spends 2 ms
+    # per hand-out: sized by the workers' rates alone, chunks shrink to the tail's minimum for most
+    # of the run, and every extra chunk costs the driver's one thread.
+    rates = {f"w{i}": 250_000.0 for i in range(16)}
+    ids, indices, lengths = _query(2_000_000)
+    runs = {}
+    for kind in (QueryChunks, _NoPace):
+        sim = SimExecutor(rates, driver_cost=0.5e-6, chunk_cost=2e-3)
+        source = kind(ids, indices, lengths, list(rates), Sizing(quantum=8), qsl_size=len(lengths), clock=sim.clock)
+        report, answered, _ = _dispatch(sim, source, list(rates))
+        assert len(answered) == len(ids) and set(answered.values()) == {1}
+        runs[kind] = (sum(w.chunks for w in report.workers.values()), sim.now)
+    (chunks, end), (chunks_before, end_before) = runs[QueryChunks], runs[_NoPace]
+    assert chunks <= 0.75 * chunks_before, runs
+    assert end < end_before, runs
+    # The driver's floor is its completions plus its hand-outs: within 15% of it.
+    assert end <= 1.15 * (0.5e-6 * len(ids) + 2e-3 * chunks), runs
+
+
+def test_a_worker_faster_than_the_largest_chunk_holds_a_few_chunks_not_a_seconds_worth():
+    ids, indices, lengths = _query(1_000_000)
+    source = QueryChunks(ids, indices, lengths, ["gpu"], Sizing(max_chunk=4096), qsl_size=len(lengths), clock=lambda: 0.0)
+    probes = [source.take("gpu"), source.take("gpu")]
+    assert source.take("gpu") is None  # two probes in flight until the first answer
+    for chunk in probes:  # 1 million samples/s
+        source.answered("gpu", chunk, ChunkResult(chunk.chunk_id, len(chunk), len(chunk) / 1e6))
+    handed = []
+    while (chunk := source.take("gpu")) is not None:
+        handed.append(len(chunk))
+    # One chunk of 4,096 lasts 4 ms at its rate: it holds about that plus its lead (50 ms), not the
+    # 0.5 s of target_seconds (which would be 120 chunks handed out before any answer is handled).
+    assert 2 <= len(handed) <= 20 and max(handed) == 4096, handed
+
+
+def test_workers_not_yet_measured_do_not_make_windows_sorted_once_a_rate_is_known():
+    ids, indices, lengths = _query(4 * 65_536)
+    source = QueryChunks(ids, indices, lengths, ["gpu", "new"], Sizing(), qsl_size=len(lengths), clock=lambda: 0.0)
+    first = source.take("gpu")
+    assert source.store.sorted_windows == 1  # no rate known: the first window is sorted (slow CPU workers may need it)
+    chunk = first
+    while source.store.sorted_windows + source.store.plain_windows < 3:
+        source.answered("gpu", chunk, ChunkResult(chunk.chunk_id, len(chunk), len(chunk) / 1e6))  # 1 million/s
+        chunk = source.take("gpu")
+        assert chunk is not None
+    # "new" has not answered yet; the fast worker's chunks are large: the later windows stay plain.
+    assert source.store.sorted_windows == 1 and source.store.plain_windows >= 2
 
 
 def test_lost_worker_chunks_rerun_exactly_once_with_adaptive_chunks():

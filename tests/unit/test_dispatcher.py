@@ -200,3 +200,42 @@ def test_stop_set_before_run_hands_out_nothing():
     with pytest.raises(DispatchStopped):
         Dispatcher(executor, ["a"], on_complete=lambda *a: None, stop=stop).run(_chunks(10, 2))
     assert executor.submitted == []
+
+
+class InstantExecutor:
+    """Every chunk is answered the moment it is handed out; records submits, waits and completions in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.chunks: dict[int, Chunk] = {}
+
+    def submit(self, worker, chunk):
+        self.events.append(("submit", chunk.chunk_id))
+        self.chunks[chunk.chunk_id] = chunk
+        return chunk.chunk_id
+
+    def wait(self, handles, timeout):
+        self.events.append(("wait", timeout))
+        return list(handles)
+
+    def result(self, handle):
+        return ChunkResult(handle, len(self.chunks[handle]), 0.001)
+
+
+def test_answers_are_handled_between_hand_outs_not_after_a_run_of_them():
+    # Each worker keeps 4 chunks queued: before, the dispatcher handed out all 8 before it handled any answer.
+    from orchestrator.bench.chunking import FixedChunks
+
+    chunks = make_chunks(list(range(64)), list(range(64)), np.full(64, 100), 4)
+    executor = InstantExecutor()
+    done = []
+    Dispatcher(executor, ["a", "b"], on_complete=lambda c, r, w: (done.append(c.chunk_id), executor.events.append(("done", c.chunk_id))),
+               poll_seconds=0.5).run(FixedChunks(chunks, in_flight=4))  # fmt: skip
+    assert sorted(done) == list(range(16))
+    kinds = [e[0] for e in executor.events]
+    # One pass (a chunk per worker), then the answers ready by then, then the next pass.
+    assert kinds[:2] == ["submit", "submit"] and kinds[2] == "wait" and kinds[3:5] == ["done", "done"]
+    # A wait right after a pass that handed something out does not block.
+    for before, event in zip(executor.events, executor.events[1:]):
+        if event[0] == "wait" and before[0] == "submit":
+            assert event[1] == 0.0
