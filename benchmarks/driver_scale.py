@@ -22,6 +22,13 @@ Every figure comes from the same run, on the same machine:
     and 16 workers, each modelled at R samples/s, for a query of --count
     samples (>= 2 million) over the same QSL (the data set).
 
+Every orch run is run between two runs of the ceiling (``pooled``); their mean
+is that run's *paired ceiling*. The goals are read from the median, over the
+rounds, of each orch run's fraction of min(its paired ceiling, workers x R):
+on a shared VM the rate of the same work drifts by up to 30% over minutes,
+while runs seconds apart agree within a few percent. The table's fraction
+column is against the median of every ceiling run instead; both are printed.
+
 For each: samples/s (loadgen's figure), the fraction of min(ceiling,
 workers x R), the driver's CPU seconds and peak RSS per million samples
 (measured inside the driver process: getrusage's CPU
@@ -395,15 +402,19 @@ def main() -> int:
         # A first synthetic run, not reported: builds the feature cache and warms the page cache.
         rate = float(args.rate) if args.rate != "auto" else None
         synthetic(1, rate or 100_000.0, 100_000, dataset, args.batch_size, tmp)
+        # Every orch run sits between two ceiling runs, its own "paired ceiling" (their mean): on
+        # this kind of machine the rate of the same work drifts by up to 30% over minutes, while
+        # runs a few seconds apart agree within a few percent.
+        paired: dict[int, list[float]] = fig.setdefault("paired_ceiling", {})
         for round_no in range(args.rounds):
-            raw.setdefault("pooled", []).append(bare_run("pooled", args.count))
             if (os.cpu_count() or 1) > 1:
                 raw.setdefault("pooled_busy", []).append(bare_run("pooled", args.count, busy_neighbour=True))
-            if rate is None:
-                rate = max(1000.0, round(raw["pooled"][0]["samples_per_second"] / 8, -3))
             if round_no == 0:
                 raw["fast"] = [bare_run("fast", args.count)]
                 raw["classic"] = [bare_run("classic", args.count)]
+            raw.setdefault("pooled", []).append(bare_run("pooled", args.count))
+            if rate is None:
+                rate = max(1000.0, round(raw["pooled"][0]["samples_per_second"] / 8, -3))
             if args.sandbox:
                 raw.setdefault("sandbox", []).append({"samples": args.count, "load": load(),
                                                       **sandbox_run(args, rate, dataset, tmp)})  # fmt: skip
@@ -412,6 +423,9 @@ def main() -> int:
                 before = load()
                 raw.setdefault(f"orch{n}", []).append({"samples": args.count, "load": before,
                                                        **synthetic(n, rate, args.count, dataset, args.batch_size, tmp)})  # fmt: skip
+                raw["pooled"].append(bare_run("pooled", args.count))
+                neighbours = (raw["pooled"][-2]["samples_per_second"], raw["pooled"][-1]["samples_per_second"])
+                paired.setdefault(n, []).append(sum(neighbours) / 2)
         fig["rate"] = rate
         ceiling = median([r["samples_per_second"] for r in raw["pooled"]])
         fig["ceiling"] = ceiling
@@ -443,12 +457,18 @@ def main() -> int:
             return big["peak_rss_bytes"] - per * big["samples"] / 1e6, per
 
         verdicts = fig["verdicts"]
-        verdicts.append("ceiling, every round: " + ", ".join(f"{r['samples_per_second']:,.0f}" for r in raw["pooled"]))
+        verdicts.append("ceiling, every run in order: " + ", ".join(f"{r['samples_per_second']:,.0f}" for r in raw["pooled"]))
         for n, goal, against in ((1, 0.97, "n*R"), (2, 0.97, "n*R"), (8, 0.90, "ceiling"), (16, 0.90, "ceiling")):
             if n in orch_rows:
                 frac = orch_rows[n]["fraction"]
-                verdicts.append(f"{n:>2} workers: {frac:.3f} of min(ceiling, n*R) (goal >= {goal} of {against}): "
-                                f"{'met' if frac >= goal else 'NOT met'}")  # fmt: skip
+                # Each round's orch run against its own paired ceiling, then the median of those fractions.
+                fractions = [r["samples_per_second"] / min(c, n * rate) for r, c in zip(raw[f"orch{n}"], paired[n])]
+                fig.setdefault("paired_fractions", {})[n] = fractions
+                pf = median(fractions)
+                verdicts.append(f"{n:>2} workers: {pf:.3f} of min(paired ceiling, n*R), median of rounds "
+                                f"{', '.join(f'{f:.3f}' for f in fractions)} (goal >= {goal} of {against}): "
+                                f"{'met' if pf >= goal else 'NOT met'}")  # fmt: skip
+                verdicts.append(f"    of min(median ceiling, n*R), the table's column: {frac:.3f}")
                 if against == "ceiling" and raw.get("pooled_busy"):
                     # Not the goal: orch's driver never runs alone; the same bare loadgen beside one busy core.
                     busy = median([r["samples_per_second"] for r in raw["pooled_busy"]])
