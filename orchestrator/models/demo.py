@@ -43,6 +43,9 @@ BUILDER_VERSION = "4"
 HEAD_FILE = "demo_qa_head.npz"
 
 
+# The graph name of every demo model orch builds: how a path given to --model is known as the demo model.
+GRAPH_NAME = "orch_demo_minilm_l6_qa"
+
 def _package_model_dir() -> Path:
     """The ``model`` folder of the installed weights package."""
     try:
@@ -184,7 +187,7 @@ def build_demo_model(out_path: Path, head: DemoHead | None = None) -> Path:
         model = build_bert_qa_model(
             weights, config, head.weight, head.bias, head_layers=head.layers, head_window=head.window,
             token_types=head.token_types,
-            graph_name="orch_demo_minilm_l6_qa",
+            graph_name=GRAPH_NAME,
         )  # fmt: skip
     except (KeyError, ValueError) as exc:
         raise ModelError(f"the weights in {demo_weights_path()} do not fit {demo_config_path()}: {exc}", hint=f"re-{INSTALL_HINT}") from exc

@@ -18,8 +18,11 @@ _INT64 = 7  # onnx.TensorProto.INT64
 _FLOATS = (1, 10, 16)  # FLOAT, FLOAT16, BFLOAT16
 
 
-def check_model_file(path: Path, *, flag: str = "--model") -> None:
+def check_model_file(path: Path, *, flag: str = "--model") -> str | None:
     """Refuse a file that is not an ONNX model with the MLPerf BERT interface.
+
+    Returns:
+        The model's graph name (None when onnx is not installed here: the nodes check the file).
 
     Raises:
         ModelError: not loadable as ONNX, or inputs/outputs do not match.
@@ -27,7 +30,7 @@ def check_model_file(path: Path, *, flag: str = "--model") -> None:
     try:
         import onnx
     except ImportError:  # the controller without orch[bench]: the nodes check it
-        return
+        return None
     path = Path(path)
     hint = "give an ONNX file with the MLPerf BERT interface: int64 input_ids, input_mask, segment_ids [batch, seq]"
     try:
@@ -49,3 +52,4 @@ def check_model_file(path: Path, *, flag: str = "--model") -> None:
     if len(floats) < 2:
         raise ModelError(f"{flag} {path} has {len(floats)} float output(s); the MLPerf BERT interface needs start and end logits",
                          hint=hint)
+    return graph.name

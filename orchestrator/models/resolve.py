@@ -24,7 +24,8 @@ class ModelChoice:
         path: the ONNX file (absolute).
         vocab_path: the BERT ``vocab.txt`` to tokenize with (absolute).
         dataset_path: the SQuAD v1.1 JSON to build features from (absolute).
-        is_demo: True for the demo model (its F1 is near zero by design).
+        is_demo: True for the demo model (named ``demo`` or given by its path): its
+            figures measure the pipeline, not BERT-Large (the run says so).
     """
 
     name: str
@@ -73,17 +74,7 @@ def resolve_model(spec: str, *, vocab: Path | None = None, dataset: Path | None 
     from orchestrator.models import demo
 
     if spec == "demo":
-        vocab_path = _given(vocab, "--vocab", DatasetError) if vocab else demo.demo_vocab_path()
-        if dataset:
-            dataset_path = _given(dataset, "--dataset", DatasetError)
-        else:
-            dataset_path = demo.demo_dataset_path()
-            if not dataset_path.is_file():
-                raise DatasetError(
-                    f"the demo data set {dataset_path} is missing from this orch installation",
-                    hint="reinstall orch, or pass --dataset with a SQuAD v1.1 JSON",
-                )
-        return ModelChoice("demo", demo.demo_model_path(), vocab_path, dataset_path, True)
+        return _with_demo_defaults("demo", demo.demo_model_path(), vocab, dataset)
 
     if spec in ("bert-large", "bert-large-int8"):
         name = spec
@@ -99,8 +90,29 @@ def resolve_model(spec: str, *, vocab: Path | None = None, dataset: Path | None 
             raise ModelError(f"--model {path} is not an .onnx file", hint="give the path to an ONNX model")
         from orchestrator.models.interface import check_model_file
 
-        check_model_file(path)  # before the vocab and data set: the model is what was named
+        graph = check_model_file(path)  # before the vocab and data set: the model is what was named
         name = path.stem
+        if graph == demo.GRAPH_NAME:
+            # orch's own demo model given by its path (run.json's model_path, a copy of it): it was
+            # built for the demo vocabulary and data set, which it gets unless others are given.
+            return _with_demo_defaults(name, path, vocab, dataset)
     vocab_path = _given(vocab, "--vocab", DatasetError) if vocab else _fetched("vocab", "vocabulary (--vocab)")
     dataset_path = _given(dataset, "--dataset", DatasetError) if dataset else _fetched("squad-dev", "SQuAD dev set (--dataset)")
     return ModelChoice(name, path, vocab_path, dataset_path, False)
+
+
+def _with_demo_defaults(name: str, path: Path, vocab: Path | None, dataset: Path | None) -> ModelChoice:
+    """The demo model at ``path``, with the demo vocabulary and data set unless others are given."""
+    from orchestrator.models import demo
+
+    vocab_path = _given(vocab, "--vocab", DatasetError) if vocab else demo.demo_vocab_path()
+    if dataset:
+        dataset_path = _given(dataset, "--dataset", DatasetError)
+    else:
+        dataset_path = demo.demo_dataset_path()
+        if not dataset_path.is_file():
+            raise DatasetError(
+                f"the demo data set {dataset_path} is missing from this orch installation",
+                hint="reinstall orch, or pass --dataset with a SQuAD v1.1 JSON",
+            )
+    return ModelChoice(name, path, vocab_path, dataset_path, True)

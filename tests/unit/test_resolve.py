@@ -139,7 +139,7 @@ def test_errors_are_one_line(cache):
     assert "\n" not in str(info.value)
 
 
-def _interface_model(path):
+def _interface_model(path, graph_name="g"):
     """A tiny ONNX file with the MLPerf BERT interface (int64 inputs, two float outputs)."""
     import onnx
     from onnx import TensorProto, helper
@@ -148,8 +148,23 @@ def _interface_model(path):
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", "s"]) for n in ("start", "end")]
     nodes = [helper.make_node("Cast", ["input_mask"], ["start"], to=TensorProto.FLOAT),
              helper.make_node("Cast", ["segment_ids"], ["end"], to=TensorProto.FLOAT)]
-    onnx.save(helper.make_model(helper.make_graph(nodes, "g", inputs, outputs)), str(path))
+    onnx.save(helper.make_model(helper.make_graph(nodes, graph_name, inputs, outputs)), str(path))
     return path
+
+
+def test_the_demo_model_given_by_its_path_gets_the_demo_vocab_and_data_set(tmp_path, cache, fake_demo):
+    cache()  # nothing fetched: before, this asked for `orch fetch vocab`
+    model = _interface_model(tmp_path / "demo-minilm-l6-qa-0123.onnx", graph_name=demo.GRAPH_NAME)
+    choice = resolve_model(str(model))
+    assert choice == ModelChoice("demo-minilm-l6-qa-0123", model.resolve(), demo.demo_vocab_path(), fake_demo[1], True)
+    # Given files still win.
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("v")
+    assert resolve_model(str(model), vocab=vocab).vocab_path == vocab.resolve()
+    # Any other graph is not the demo model: it needs the fetched vocab.
+    other = _interface_model(tmp_path / "other.onnx")
+    with pytest.raises(DatasetError, match="orch fetch vocab"):
+        resolve_model(str(other))
 
 
 def test_a_text_file_named_model_onnx_is_refused_for_what_it_is_before_the_vocab(tmp_path, cache):
